@@ -1,0 +1,154 @@
+"""Podrelay's one typed settings object, read from the environment and `.env`.
+
+Variable names follow the seed (`RUNPOD_API_KEY`, `RUNPOD_URL`, `REDIS_URL`) and carry no prefix.
+With no RunPod settings at all, Podrelay targets its built-in simulator, so a fresh checkout
+runs without an account. A bad or missing value surfaces as one `ConfigError` line that names
+the variable, never as a traceback.
+"""
+
+import re
+import sys
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.runpod.client import RUNPOD_API_BASE
+
+SIMULATOR_ENDPOINT_ID = "podrelay-sim"
+SIMULATOR_API_KEY = "simulator"
+
+# `https://api.runpod.ai/v2/<endpoint_id>/run` (seed form), also `/runsync` or no operation.
+_ENDPOINT_URL = re.compile(
+    r"^(?P<base>https?://[^/\s]+(?:/[^\s]*)?/v2)/(?P<ep>[\w-]+)(?:/(?:run|runsync))?/?$"
+)
+_BASE_URL = re.compile(r"^https?://[^/\s]+(?:/[^\s]*)?$")
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message is one line naming the variable."""
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TESTING = "testing"
+    PRODUCTION = "production"
+
+
+@dataclass(frozen=True)
+class RunPodTarget:
+    """Where RunPod calls go: `{base_url}/{endpoint_id}/{operation}`."""
+
+    base_url: str
+    endpoint_id: str
+    api_key: SecretStr
+    is_simulator: bool
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    environment: Environment = Environment.DEVELOPMENT
+
+    runpod_api_key: SecretStr | None = None
+    runpod_url: str | None = None
+    runpod_endpoint_id: str | None = None
+    runpod_poll_interval: float = Field(default=5.0, gt=0, le=300)
+    runpod_job_timeout: float = Field(default=300.0, gt=0, le=7 * 24 * 3600)
+    runpod_connect_timeout: float = Field(default=5.0, gt=0, le=120)
+    runpod_read_timeout: float = Field(default=30.0, gt=0, le=600)
+    runpod_max_retries: int = Field(default=4, ge=0, le=20)
+
+    simulator_host: str = "127.0.0.1"
+    simulator_port: int = Field(default=8001, ge=1, le=65535)
+
+    redis_url: str | None = None
+    database_url: str = "sqlite:///./data/podrelay.db"
+    data_dir: Path = Path("data")
+    log_level: str = "INFO"
+    log_file: Path | None = Path("logs/app.log")
+
+    @model_validator(mode="after")
+    def _check_runpod_target(self) -> Self:
+        self.runpod_target  # noqa: B018 - resolving the target validates the RunPod settings
+        return self
+
+    @property
+    def runpod_target(self) -> RunPodTarget:
+        """Resolve the RunPod settings into one target, or the simulator when none are given."""
+        key = self.runpod_api_key
+        if self.runpod_url is None and self.runpod_endpoint_id is None:
+            if key is not None and key.get_secret_value():
+                raise ValueError(
+                    "RUNPOD_URL is not set (RUNPOD_API_KEY is set without an endpoint)"
+                )
+            return RunPodTarget(
+                base_url=f"http://{self.simulator_host}:{self.simulator_port}/v2",
+                endpoint_id=SIMULATOR_ENDPOINT_ID,
+                api_key=SecretStr(SIMULATOR_API_KEY),
+                is_simulator=True,
+            )
+        base_url, endpoint_id = _parse_runpod_url(self.runpod_url, self.runpod_endpoint_id)
+        if key is None or not key.get_secret_value().strip():
+            raise ValueError("RUNPOD_API_KEY is not set")
+        return RunPodTarget(
+            base_url=base_url, endpoint_id=endpoint_id, api_key=key, is_simulator=False
+        )
+
+
+def _parse_runpod_url(url: str | None, endpoint_id: str | None) -> tuple[str, str]:
+    if url is None:
+        return RUNPOD_API_BASE, _check_endpoint_id(endpoint_id or "")
+    url = url.strip()
+    match = _ENDPOINT_URL.match(url)
+    if match and not endpoint_id:
+        return match["base"], match["ep"]
+    if endpoint_id and _BASE_URL.match(url):
+        return url.rstrip("/"), _check_endpoint_id(endpoint_id)
+    raise ValueError(
+        "RUNPOD_URL must look like https://api.runpod.ai/v2/<endpoint_id>/run, "
+        "or be a base URL with RUNPOD_ENDPOINT_ID set"
+    )
+
+
+def _check_endpoint_id(endpoint_id: str) -> str:
+    if not re.fullmatch(r"[\w-]+", endpoint_id):
+        raise ValueError(
+            "RUNPOD_ENDPOINT_ID must be a RunPod endpoint id (letters, digits, - and _)"
+        )
+    return endpoint_id
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """Turn pydantic's multi-line report into one line that names the environment variable."""
+    first = error.errors()[0]
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if first["loc"]:
+        return f"{str(first['loc'][0]).upper()}: {message}"
+    return message
+
+
+def load_settings() -> Settings:
+    """Read the settings, raising `ConfigError` with one clear line when they are invalid."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()
+
+
+def settings_or_exit() -> Settings:
+    """For entry points: the settings, or one `error: ...` line on stderr and exit status 2."""
+    try:
+        return get_settings()
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)  # noqa: T201 - the whole point is a bare line
+        raise SystemExit(2) from None
