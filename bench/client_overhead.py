@@ -1,0 +1,90 @@
+"""What the RunPod client costs over a bare httpx call, measured against the simulator.
+
+Both loops issue the same GET /status calls at the same concurrency against one simulator in
+this run; the figure that matters is the ratio, not the absolute rate (the machine is noisy).
+"""
+
+import argparse
+import asyncio
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx
+
+from app.runpod import RunPodClient
+from app.simulator.config import SimulatorConfig
+from app.simulator.server import SimulatorServer
+
+Call = Callable[[], Awaitable[object]]
+
+
+async def measure(call: Call, *, requests: int, concurrency: int) -> tuple[float, float]:
+    """Requests per second and p99 latency (ms) of `requests` calls at `concurrency`."""
+    latencies: list[float] = []
+    remaining = requests
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            started = time.perf_counter()
+            await call()
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return requests / elapsed, statistics.quantiles(latencies, n=100)[98]
+
+
+async def run(requests: int, concurrency: int, rounds: int) -> None:
+    config = SimulatorConfig(workers=4, job_duration_ms=10, rate_limits={"status": 0})
+    with SimulatorServer(config) as server:
+        async with (
+            RunPodClient(api_key="k", endpoint_id="bench", base_url=server.base_url) as client,
+            httpx.AsyncClient(
+                base_url=f"{server.base_url}/bench/", headers={"Authorization": "Bearer k"}
+            ) as bare,
+        ):
+            job_id = (await client.run({"prompt": "bench", "width": 64, "height": 64})).id
+            await client.wait(job_id, timeout=30, poll_interval=0.1)
+
+            async def bare_call() -> object:
+                response = await bare.get(f"status/{job_id}")
+                response.raise_for_status()
+                return response.json()
+
+            async def client_call() -> object:
+                return await client.status(job_id)
+
+            rows = []
+            for _ in range(rounds):  # interleaved, so drift hits both sides alike
+                rows.append(
+                    (
+                        await measure(bare_call, requests=requests, concurrency=concurrency),
+                        await measure(client_call, requests=requests, concurrency=concurrency),
+                    )
+                )
+    bare_rps = statistics.median(row[0][0] for row in rows)
+    client_rps = statistics.median(row[1][0] for row in rows)
+    bare_p99 = statistics.median(row[0][1] for row in rows)
+    client_p99 = statistics.median(row[1][1] for row in rows)
+    print(f"GET /status x{requests} at concurrency {concurrency}, median of {rounds} rounds")
+    print(f"{'':16}{'req/s':>10}{'p99 ms':>10}")
+    print(f"{'bare httpx':16}{bare_rps:>10.0f}{bare_p99:>10.1f}")
+    print(f"{'RunPodClient':16}{client_rps:>10.0f}{client_p99:>10.1f}")
+    print(f"client/bare throughput ratio: {client_rps / bare_rps:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    asyncio.run(run(args.requests, args.concurrency, args.rounds))
+
+
+if __name__ == "__main__":
+    main()
