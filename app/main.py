@@ -6,15 +6,23 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
+from app.api import webhooks
 from app.core.config import settings_or_exit
 from app.core.logging import configure_logging
+from app.core.migrate import upgrade_database
+from app.jobs.engine import JobEngine
 from app.services.runpod_client import close_client
 
 
 @asynccontextmanager
-async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+async def lifespan(application: FastAPI) -> AsyncIterator[None]:
+    engine = JobEngine.from_settings(settings_or_exit())
+    upgrade_database(engine.db)
+    application.state.engine = engine
     yield
+    await engine.aclose()
     await close_client()
+    engine.db.dispose()
 
 
 def create_app() -> FastAPI:
@@ -27,6 +35,8 @@ def create_app() -> FastAPI:
         summary="A job gateway that relays text-to-image generation to RunPod Serverless.",
         lifespan=lifespan,
     )
+
+    application.include_router(webhooks.router)
 
     @application.get("/healthz", tags=["operations"], summary="Liveness probe")
     async def healthz() -> dict[str, str]:

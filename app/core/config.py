@@ -66,11 +66,30 @@ class Settings(BaseSettings):
     simulator_host: str = "127.0.0.1"
     simulator_port: int = Field(default=8001, ge=1, le=65535)
 
+    # Job engine.
+    public_base_url: str | None = None
+    job_max_timeout: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600)
+    submit_max_attempts: int = Field(default=3, ge=1, le=20)
+    submit_retry_base: float = Field(default=60.0, ge=0, le=3600)
+    runpod_status_rate_limit: int = Field(default=2000, ge=1)
+    runpod_status_rate_window: float = Field(default=10.0, gt=0)
+    poll_sweep_interval: float = Field(default=1.0, gt=0, le=60)
+    webhook_safety_poll: float = Field(default=60.0, gt=0)
+    reconcile_interval: float = Field(default=15.0, gt=0)
+    image_download_attempts: int = Field(default=5, ge=1, le=50)
+    image_download_retry_base: float = Field(default=5.0, ge=0)
+
     redis_url: str | None = None
     database_url: str = "sqlite:///./data/podrelay.db"
     data_dir: Path = Path("data")
+    media_dir: Path = Path("data/media")
     log_level: str = "INFO"
     log_file: Path | None = Path("logs/app.log")
+
+    @property
+    def webhook_base_url(self) -> str | None:
+        """Where RunPod sends job webhooks; None means completion is learned by polling."""
+        return self.public_base_url.rstrip("/") if self.public_base_url else None
 
     @model_validator(mode="after")
     def _check_runpod_target(self) -> Self:

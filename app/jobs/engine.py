@@ -1,0 +1,62 @@
+"""Everything a process needs to move jobs: settings, database, RunPod client, media store.
+
+One `JobEngine` per process. Its async parts run on one event loop (the worker's background
+loop, or the API's), which owns the RunPod client and the download client.
+"""
+
+from dataclasses import dataclass, field
+
+import httpx
+
+from app.core.config import Settings
+from app.core.db import Database
+from app.core.gate import IntervalGate
+from app.media.store import MediaStore
+from app.runpod import RunPodClient
+from app.services.runpod_client import client_from_settings
+
+
+@dataclass
+class JobEngine:
+    settings: Settings
+    db: Database
+    store: MediaStore
+    gate: IntervalGate
+    _runpod: RunPodClient | None = field(default=None, init=False)
+    _http: httpx.AsyncClient | None = field(default=None, init=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "JobEngine":
+        return cls(
+            settings=settings,
+            db=Database(settings.database_url),
+            store=MediaStore(settings.media_dir),
+            gate=IntervalGate(redis_url=settings.redis_url, folder=settings.data_dir / "gates"),
+        )
+
+    @property
+    def runpod(self) -> RunPodClient:
+        """The RunPod client, created on first use inside the engine's event loop."""
+        if self._runpod is None:
+            self._runpod = client_from_settings(self.settings)
+        return self._runpod
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The client that downloads result images from workers' URLs."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True
+            )
+        return self._http
+
+    def webhook_url(self, token: str) -> str | None:
+        base = self.settings.webhook_base_url
+        return f"{base}/webhooks/runpod/{token}" if base else None
+
+    async def aclose(self) -> None:
+        if self._runpod is not None:
+            await self._runpod.aclose()
+        if self._http is not None:
+            await self._http.aclose()
+        self._runpod = self._http = None

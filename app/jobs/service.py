@@ -1,0 +1,149 @@
+"""Ledger operations on jobs. Functions flush, never commit: the caller owns the transaction."""
+
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from loguru import logger
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from app.core.db import utcnow
+from app.jobs.models import Batch, Job, JobEvent, Submission
+
+__all__ = ["Batch"]
+from app.jobs.status import ACTIVE, JobStatus, can_move
+from app.services.generation_defaults import GenerationParams
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+def add_event(
+    session: Session,
+    job: Job,
+    kind: str,
+    *,
+    message: str | None = None,
+    data: Any = None,
+) -> None:
+    session.add(JobEvent(job_id=job.id, kind=kind, status=job.status, message=message, data=data))
+
+
+def create_job(
+    session: Session,
+    *,
+    owner: str,
+    prompt: str,
+    negative_prompt: str | None,
+    params: GenerationParams,
+    timeout_s: float,
+    batch: Batch | None = None,
+    batch_index: int | None = None,
+    celery_task_id: str | None = None,
+    first_check_in: float = 10.0,
+) -> Job:
+    """Record an accepted job. `first_check_in` is when the tracker submits it if nothing did."""
+    now = utcnow()
+    job = Job(
+        id=new_id("job"),
+        owner=owner,
+        batch_id=batch.id if batch else None,
+        batch_index=batch_index,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        params=params.model_dump(mode="json"),
+        status=JobStatus.PENDING,
+        attempts=0,
+        polls=0,
+        timeout_s=timeout_s,
+        celery_task_id=celery_task_id,
+        created_at=now,
+        deadline_at=now + timedelta(seconds=timeout_s),
+        next_poll_at=now + timedelta(seconds=first_check_in),
+    )
+    session.add(job)
+    session.flush()
+    add_event(session, job, "created")
+    return job
+
+
+def create_batch(session: Session, *, owner: str, size: int, batch_id: str | None = None) -> Batch:
+    batch = Batch(id=batch_id or new_id("batch"), owner=owner, size=size, created_at=utcnow())
+    session.add(batch)
+    session.flush()
+    return batch
+
+
+def move(
+    session: Session,
+    job: Job,
+    new: JobStatus,
+    *,
+    message: str | None = None,
+    error_code: str | None = None,
+    data: Any = None,
+) -> bool:
+    """Change the job's status if the step is legal; stale or repeated readings are ignored."""
+    current = JobStatus(job.status)
+    if current == new or not can_move(current, new):
+        return False
+    now = utcnow()
+    job.status = new
+    if new is JobStatus.QUEUED:
+        job.submitted_at = job.submitted_at or now
+    elif new is JobStatus.RUNNING:
+        job.started_at = job.started_at or now
+    if new.is_terminal:
+        job.finished_at = now
+        job.next_poll_at = None
+        job.progress = None if new is JobStatus.COMPLETED else job.progress
+    if error_code is not None:
+        job.error_code, job.error_message = error_code, message
+    add_event(session, job, "status", message=message, data=data)
+    logger.info("[RUNPOD TASK] job {} {} -> {}", job.id, current, new)
+    return True
+
+
+def new_submission(session: Session, job: Job) -> Submission:
+    submission = Submission(job_id=job.id, token=secrets.token_urlsafe(24), outcome="sending")
+    session.add(submission)
+    job.attempts += 1
+    session.flush()
+    return submission
+
+
+def claim(session: Session, job_ids: list[str], *, lease_s: float) -> list[Job]:
+    """Take the jobs no other tracker holds right now; returns those taken.
+
+    The conditional UPDATE is atomic on SQLite and PostgreSQL alike, so two sweeps or two
+    deliveries of the same task never work on one job at the same time.
+    """
+    if not job_ids:
+        return []
+    now = utcnow()
+    token = secrets.token_hex(8)
+    session.execute(
+        update(Job)
+        .where(
+            Job.id.in_(job_ids),
+            Job.status.in_([status.value for status in ACTIVE]),
+            or_(Job.claimed_until.is_(None), Job.claimed_until < now),
+        )
+        .values(claim_token=token, claimed_until=now + timedelta(seconds=lease_s))
+        .execution_options(synchronize_session=False)
+    )
+    return list(session.scalars(select(Job).where(Job.claim_token == token)))
+
+
+def release(job: Job, *, next_check_at: datetime | None) -> None:
+    job.claimed_until = None
+    job.claim_token = None
+    if not JobStatus(job.status).is_terminal:
+        job.next_poll_at = next_check_at
+
+
+def job_for_task(session: Session, celery_task_id: str) -> Job | None:
+    """The job a seed-style Celery task created (its task id is kept on the job)."""
+    return session.scalar(select(Job).where(Job.celery_task_id == celery_task_id))

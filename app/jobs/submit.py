@@ -1,0 +1,136 @@
+"""Hand a pending job to RunPod: POST /run once, and decide what to do when it fails.
+
+A failure before RunPod saw the request is retried later from the database (3 attempts, backoff
+from 60 s by default). After an ambiguous failure the job may already run at RunPod; each
+attempt carries its own webhook token, so such an orphan is recognised when its webhook
+arrives, and only one result is ever kept (see `app.jobs.webhooks`).
+"""
+
+from datetime import timedelta
+
+from loguru import logger
+from sqlalchemy.orm import Session
+
+from app.core.db import utcnow
+from app.jobs.engine import JobEngine
+from app.jobs.models import Job, Submission
+from app.jobs.service import add_event, claim, move, new_submission, release
+from app.jobs.status import JobStatus
+from app.runpod import (
+    AmbiguousSubmissionError,
+    AuthenticationError,
+    JobState,
+    NotFoundError,
+    RunPodError,
+)
+from app.runpod.client import deadline_policy
+from app.services.generation_defaults import GenerationParams, build_runpod_input
+
+# Long enough for the client's own retries of one POST /run.
+SUBMIT_LEASE_S = 120.0
+FIRST_POLL_S = 1.0
+
+
+async def submit_job(engine: JobEngine, job_id: str) -> None:
+    """Submit the job if it still needs it; safe to call twice, even at the same time."""
+    with engine.db.session() as session:
+        claimed = claim(session, [job_id], lease_s=SUBMIT_LEASE_S)
+        if not claimed:
+            return
+        job = claimed[0]
+        if job.status != JobStatus.PENDING or job.runpod_job_id:
+            release(job, next_check_at=job.next_poll_at)
+            return
+        remaining = (job.deadline_at - utcnow()).total_seconds()
+        if remaining <= 0:
+            move(
+                session,
+                job,
+                JobStatus.TIMED_OUT,
+                error_code="deadline_exceeded",
+                message="the job was not accepted by RunPod before its deadline",
+            )
+            return
+        token = new_submission(session, job).token
+        job_input = build_runpod_input(
+            job.prompt, job.negative_prompt, GenerationParams.model_validate(job.params)
+        )
+    try:
+        state = await engine.runpod.run(
+            job_input, webhook=engine.webhook_url(token), policy=deadline_policy(remaining)
+        )
+    except RunPodError as error:
+        with engine.db.session() as session:
+            _record_failure(session, engine, job_id, token, error)
+        return
+    with engine.db.session() as session:
+        duplicate = _record_acceptance(session, engine, job_id, token, state)
+    if duplicate:
+        await cancel_quietly(engine, duplicate)
+
+
+async def cancel_quietly(engine: JobEngine, runpod_job_id: str) -> None:
+    try:
+        await engine.runpod.cancel(runpod_job_id)
+    except RunPodError as error:
+        logger.warning("[RUNPOD TASK] could not cancel RunPod job {}: {}", runpod_job_id, error)
+
+
+def _submission(session: Session, token: str) -> Submission:
+    submission = session.query(Submission).filter_by(token=token).one()
+    return submission
+
+
+def _record_acceptance(
+    session: Session, engine: JobEngine, job_id: str, token: str, state: JobState
+) -> str | None:
+    """Store the RunPod id; returns a RunPod job to cancel when this one is not needed."""
+    submission = _submission(session, token)
+    submission.outcome, submission.runpod_job_id = "accepted", state.id
+    job = session.get_one(Job, job_id)
+    if job.runpod_job_id or JobStatus(job.status).is_terminal:
+        # Cancelled meanwhile, or an earlier ambiguous attempt was found by its webhook.
+        add_event(session, job, "duplicate_cancelled", message=state.id)
+        release(job, next_check_at=job.next_poll_at)
+        return state.id
+    job.runpod_job_id = state.id
+    move(session, job, JobStatus.QUEUED, data={"runpod_job_id": state.id})
+    safety = engine.settings.webhook_safety_poll if engine.webhook_url(token) else FIRST_POLL_S
+    release(job, next_check_at=utcnow() + timedelta(seconds=safety))
+    return None
+
+
+def _record_failure(
+    session: Session, engine: JobEngine, job_id: str, token: str, error: RunPodError
+) -> None:
+    settings = engine.settings
+    submission = _submission(session, token)
+    ambiguous = isinstance(error, AmbiguousSubmissionError)
+    submission.outcome = "ambiguous" if ambiguous else "rejected"
+    submission.error = error.message
+    job = session.get_one(Job, job_id)
+    if JobStatus(job.status).is_terminal or job.runpod_job_id:
+        release(job, next_check_at=job.next_poll_at)
+        return
+    if error.retryable and job.attempts < settings.submit_max_attempts:
+        delay = settings.submit_retry_base * 2 ** (job.attempts - 1)
+        add_event(session, job, "submit_retry", message=error.message, data={"in_s": delay})
+        logger.warning(
+            "[RUNPOD TASK] job {} submission failed, retry in {}s: {}", job.id, delay, error.message
+        )
+        release(job, next_check_at=utcnow() + timedelta(seconds=delay))
+        return
+    move(session, job, JobStatus.FAILED, error_code=_failure_code(error), message=error.message)
+    release(job, next_check_at=None)
+
+
+def _failure_code(error: RunPodError) -> str:
+    if isinstance(error, AmbiguousSubmissionError):
+        return "submission_ambiguous"
+    if isinstance(error, AuthenticationError):
+        return "runpod_auth_failed"
+    if isinstance(error, NotFoundError):
+        return "runpod_endpoint_not_found"
+    if error.retryable:
+        return "runpod_unavailable"
+    return "runpod_rejected"

@@ -1,0 +1,78 @@
+"""RunPod's job webhooks. RunPod signs nothing, so the secret is the per-submission token in
+the URL; a body is applied only to the job and RunPod job that token belongs to.
+
+Deliveries may repeat or arrive out of order: readings go through `apply_state`, which never
+moves a job backwards. A webhook from an orphaned submission (one whose /run answer was lost)
+is how a duplicate RunPod job is found; the first result wins and the other job is cancelled.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.jobs.models import Job, Submission
+from app.jobs.results import apply_state
+from app.jobs.service import add_event
+from app.jobs.status import JobStatus
+from app.media.store import MediaStore
+from app.runpod import JobState
+from app.runpod.models import RunPodStatus
+
+
+class WebhookRejected(Exception):
+    """The delivery does not belong to the token it came with."""
+
+    def __init__(self, message: str, *, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+@dataclass
+class WebhookOutcome:
+    job_id: str
+    changed: bool
+    cancel_runpod_jobs: list[str] = field(default_factory=list)
+
+
+def receive_runpod_webhook(
+    session: Session, token: str, payload: Any, *, store: MediaStore
+) -> WebhookOutcome:
+    """Apply one RunPod webhook delivery; raises `WebhookRejected` for anything not ours."""
+    submission = session.scalar(select(Submission).where(Submission.token == token))
+    if submission is None:
+        raise WebhookRejected("unknown webhook token", status_code=404)
+    if not isinstance(payload, dict) or not isinstance(payload.get("id"), str):
+        raise WebhookRejected("the body is not a RunPod job object", status_code=400)
+    state = JobState.from_payload(payload)
+    if submission.runpod_job_id is None:
+        submission.runpod_job_id = state.id  # the answer to this /run was lost; now we know
+    elif submission.runpod_job_id != state.id:
+        raise WebhookRejected("the body is for another RunPod job", status_code=409)
+    job = session.get_one(Job, submission.job_id)
+    outcome = WebhookOutcome(job_id=job.id, changed=False)
+    if job.runpod_job_id is None and not JobStatus(job.status).is_terminal:
+        job.runpod_job_id = state.id
+    elif job.runpod_job_id != state.id:
+        _resolve_duplicate(session, job, state, outcome)
+        if job.runpod_job_id != state.id:
+            return outcome
+    outcome.changed = apply_state(session, job, state, store=store, source="webhook")
+    return outcome
+
+
+def _resolve_duplicate(
+    session: Session, job: Job, state: JobState, outcome: WebhookOutcome
+) -> None:
+    """Two RunPod jobs for one of ours: keep the first result, cancel whatever still runs."""
+    add_event(
+        session, job, "duplicate_detected", message=state.id, data={"kept": job.runpod_job_id}
+    )
+    takes_over = state.status is RunPodStatus.COMPLETED and not JobStatus(job.status).is_terminal
+    if takes_over:
+        if job.runpod_job_id:
+            outcome.cancel_runpod_jobs.append(job.runpod_job_id)
+        job.runpod_job_id = state.id
+    elif not state.is_terminal:
+        outcome.cancel_runpod_jobs.append(state.id)

@@ -1,0 +1,1 @@
+"""Where finished images are kept, so results outlive RunPod's and the workers' links."""

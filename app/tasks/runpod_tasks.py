@@ -1,0 +1,183 @@
+"""Celery tasks. Thin: they take ids (or the seed's prompt arguments), delegate to
+`app.jobs`, and are safe to run twice, which is why those that need it use `acks_late`.
+
+    generate_image_runpod_task.delay(user_prompt="beautiful anime girl, detailed eyes")
+
+creates a job in the ledger (findable by the returned task id) and submits it to RunPod;
+the worker slot is free again as soon as RunPod has accepted the job.
+"""
+
+import asyncio
+from typing import Any, cast
+
+from loguru import logger
+from sqlalchemy import CursorResult, Result, func, select, update
+
+from app.celery_app import celery_app
+from app.core.db import utcnow
+from app.jobs import service
+from app.jobs.connection import check_connection
+from app.jobs.media import store_due_images
+from app.jobs.models import Job, JobImage
+from app.jobs.status import ACTIVE
+from app.jobs.submit import cancel_quietly, submit_job
+from app.jobs.tracking import tick
+from app.services.generation_defaults import GenerationParams
+from app.tasks.runtime import get_engine, run
+
+MAX_BATCH = 10
+
+
+@celery_app.task(bind=True, acks_late=True)
+def generate_image_runpod_task(
+    self: Any,
+    user_prompt: str,
+    negative_prompt: str | None = None,
+    params: dict[str, Any] | None = None,
+    owner: str = "celery",
+    timeout: float | None = None,
+) -> dict[str, str]:
+    """Create a job for one prompt (once per task id) and submit it to RunPod."""
+    engine = get_engine()
+    generation = GenerationParams.model_validate(params or {})
+    with engine.db.session() as session:
+        job = service.job_for_task(session, self.request.id) or service.create_job(
+            session,
+            owner=owner,
+            prompt=_clean_prompt(user_prompt),
+            negative_prompt=negative_prompt,
+            params=generation,
+            timeout_s=_timeout(timeout),
+            celery_task_id=self.request.id,
+        )
+        job_id = job.id
+    logger.info("[RUNPOD TASK] task {} -> job {}", self.request.id, job_id)
+    run(submit_job(engine, job_id))
+    return _summary(job_id)
+
+
+@celery_app.task(bind=True, acks_late=True)
+def generate_image_batch_task(
+    self: Any,
+    prompts: list[str],
+    negative_prompt: str | None = None,
+    params: dict[str, Any] | None = None,
+    owner: str = "celery",
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """One batch, one job per prompt (up to 10), all submitted to RunPod concurrently."""
+    if not 1 <= len(prompts) <= MAX_BATCH:
+        raise ValueError(f"a batch holds 1 to {MAX_BATCH} prompts, not {len(prompts)}")
+    engine = get_engine()
+    generation = GenerationParams.model_validate(params or {})
+    batch_id = f"batch_{self.request.id.replace('-', '')[:24]}"
+    with engine.db.session() as session:
+        batch = session.get(service.Batch, batch_id)
+        if batch is None:
+            batch = service.create_batch(session, owner=owner, size=len(prompts), batch_id=batch_id)
+            for index, prompt in enumerate(prompts):
+                service.create_job(
+                    session,
+                    owner=owner,
+                    prompt=_clean_prompt(prompt),
+                    negative_prompt=negative_prompt,
+                    params=generation,
+                    timeout_s=_timeout(timeout),
+                    batch=batch,
+                    batch_index=index,
+                )
+        job_ids = [job.id for job in batch.jobs]
+
+    async def submit_all() -> None:
+        await asyncio.gather(*(submit_job(engine, job_id) for job_id in job_ids))
+
+    run(submit_all())
+    return {"batch_id": batch_id, "jobs": [_summary(job_id) for job_id in job_ids]}
+
+
+@celery_app.task
+def test_runpod_connection_task() -> dict[str, Any]:
+    """Check the API key, RunPod's /health and the round-trip time."""
+    engine = get_engine()
+    result = run(check_connection(engine.runpod))
+    logger.info("[RUNPOD TASK] connection test: {}", result)
+    return result
+
+
+@celery_app.task(acks_late=True, ignore_result=True)
+def submit_job_task(job_id: str) -> None:
+    run(submit_job(get_engine(), job_id))
+
+
+@celery_app.task(acks_late=True, ignore_result=True)
+def store_images_task(job_id: str) -> None:
+    run(store_due_images(get_engine(), job_id))
+
+
+@celery_app.task(acks_late=True, ignore_result=True)
+def cancel_runpod_job_task(runpod_job_id: str) -> None:
+    run(cancel_quietly(get_engine(), runpod_job_id))
+
+
+@celery_app.task(ignore_result=True)
+def track_jobs() -> None:
+    """The periodic tracker tick (see `app.jobs.tracking`)."""
+    report = run(tick(get_engine()))
+    if report is not None and (report.polled or report.submitted or report.timed_out):
+        logger.debug("[RUNPOD TASK] tick {}", report)
+
+
+@celery_app.task
+def reconcile_jobs() -> dict[str, int]:
+    """Put back on the tracker's schedule every active job or pending image that fell off it."""
+    engine = get_engine()
+    now = utcnow()
+    with engine.db.session() as session:
+        jobs = _rowcount(
+            session.execute(
+                update(Job)
+                .where(
+                    Job.status.in_([status.value for status in ACTIVE]), Job.next_poll_at.is_(None)
+                )
+                .where((Job.claimed_until.is_(None)) | (Job.claimed_until < now))
+                .values(next_poll_at=now)
+            )
+        )
+        images = _rowcount(
+            session.execute(
+                update(JobImage)
+                .where(JobImage.state == "pending", JobImage.next_attempt_at.is_(None))
+                .values(next_attempt_at=now)
+            )
+        )
+        active = session.scalar(
+            select(func.count()).select_from(Job).where(Job.status.in_([s.value for s in ACTIVE]))
+        )
+    if jobs or images:
+        logger.warning("[RUNPOD TASK] reconciler resumed {} jobs and {} images", jobs, images)
+    return {"resumed_jobs": jobs, "resumed_images": images, "active_jobs": active or 0}
+
+
+def _rowcount(result: Result[Any]) -> int:
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
+def _summary(job_id: str) -> dict[str, str]:
+    with get_engine().db.session() as session:
+        job = session.get_one(Job, job_id)
+        return {"job_id": job.id, "status": job.status}
+
+
+def _clean_prompt(prompt: str) -> str:
+    cleaned = prompt.strip() if isinstance(prompt, str) else ""
+    if not cleaned:
+        raise ValueError("the prompt is empty")
+    return cleaned
+
+
+def _timeout(requested: float | None) -> float:
+    settings = get_engine().settings
+    timeout = settings.runpod_job_timeout if requested is None else requested
+    if not 0 < timeout <= settings.job_max_timeout:
+        raise ValueError(f"timeout must be within 0 and {settings.job_max_timeout:g} s")
+    return timeout
