@@ -10,6 +10,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
 
 from app.core.config import Settings
 
@@ -31,7 +35,8 @@ def stack_services(settings: Settings) -> list[Service]:
         Service(
             "api",
             [python, "-m", "uvicorn", "app.main:app", "--host", API_HOST, "--port", str(API_PORT)],
-        )
+        ),
+        Service("worker", worker_argv()),
     ]
     if settings.runpod_target.is_simulator:
         simulator = [
@@ -42,10 +47,57 @@ def stack_services(settings: Settings) -> list[Service]:
     return services
 
 
+def worker_argv(*, concurrency: int = 8, beat: bool = True) -> list[str]:
+    """A Celery worker for every queue, with the embedded beat that drives the tracker."""
+    argv = [
+        sys.executable, "-m", "celery", "-A", "app.celery_app", "worker",
+        "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", "INFO",
+    ]  # fmt: skip
+    return [*argv, "--beat"] if beat else argv
+
+
+def start_process(
+    argv: list[str], *, env: dict[str, str], log_path: Path
+) -> "subprocess.Popen[bytes]":
+    """Start a child in its own process group with output to `log_path` (tests, benchmarks)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen(  # noqa: S603 - argv built by the caller from our own parts
+            argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+
+
+def wait_http(url: str, *, timeout: float = 30.0) -> None:
+    """Return once `url` answers 2xx; raise TimeoutError otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1.0).is_success:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout:g} s")
+
+
+def stop_process(process: "subprocess.Popen[Any]", *, kill: bool = False) -> None:
+    """SIGTERM (or SIGKILL) the child's whole process group and wait for it."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+    try:
+        process.wait(timeout=_STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def run_stack(services: list[Service]) -> int:
     """Run the services until Ctrl-C or until one exits; returns the exit status to use."""
     children: list[tuple[Service, subprocess.Popen[str]]] = []
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if any(service.name == "simulator" for service in services):
+        # The local simulator can reach the local API, so completions arrive by webhook.
+        env.setdefault("PUBLIC_BASE_URL", f"http://{API_HOST}:{API_PORT}")
     try:
         for service in services:
             process = subprocess.Popen(  # noqa: S603 - argv built from our own settings
@@ -84,13 +136,5 @@ def _relay(name: str, process: subprocess.Popen[str]) -> None:
 
 
 def _stop_all(children: list[tuple[Service, subprocess.Popen[str]]]) -> None:
-    for _, process in children:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + _STOP_GRACE_S
-    for _, process in children:
-        try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    for _, process in reversed(children):
+        stop_process(process)
