@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from app import __version__
 from app.api import webhooks
 from app.core.config import settings_or_exit
-from app.core.logging import configure_logging
+from app.core.logging import configure_logging, redact_access_logs
 from app.core.migrate import upgrade_database
 from app.jobs.engine import JobEngine
 from app.services.runpod_client import close_client
@@ -29,6 +29,7 @@ def create_app() -> FastAPI:
     """Build the API; exits with one clear line when the configuration is invalid."""
     settings = settings_or_exit()
     configure_logging(settings)
+    redact_access_logs()
     application = FastAPI(
         title="Podrelay",
         version=__version__,

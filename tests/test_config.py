@@ -91,3 +91,11 @@ def test_dotenv_file_is_read(tmp_path: Path) -> None:
         "RUNPOD_URL=https://api.runpod.ai/v2/fromfile/run\nRUNPOD_API_KEY=k\n"
     )
     assert load_settings().runpod_target.endpoint_id == "fromfile"
+
+
+def test_env_example_lists_every_setting() -> None:
+    from app.core.config import Settings
+
+    example = (Path(__file__).parent.parent / ".env.example").read_text()
+    missing = [name.upper() for name in Settings.model_fields if name.upper() not in example]
+    assert missing == []

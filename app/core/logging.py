@@ -1,5 +1,7 @@
 """Loguru set-up shared by every Podrelay process, with secrets masked in every record."""
 
+import logging
+import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -24,9 +26,10 @@ def configure_logging(settings: Settings, *, to_file: bool = True) -> None:
     ]
 
     def mask_secrets(record: "Record") -> None:
+        message = redact_url_secrets(record["message"])
         for secret in secrets:
-            if secret in record["message"]:
-                record["message"] = record["message"].replace(secret, REDACTED)
+            message = message.replace(secret, REDACTED)
+        record["message"] = message
 
     logger.remove()
     logger.configure(patcher=mask_secrets)
@@ -43,3 +46,27 @@ def configure_logging(settings: Settings, *, to_file: bool = True) -> None:
             backtrace=False,
             diagnose=False,
         )
+
+
+_WEBHOOK_TOKEN = re.compile(r"(/webhooks/runpod/)[^/?\s\"]+")
+
+
+def redact_url_secrets(text: str) -> str:
+    """Mask the per-submission webhook secret in a URL or log line."""
+    return _WEBHOOK_TOKEN.sub(rf"\g<1>{REDACTED}", text)
+
+
+class _AccessLogRedactor(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                redact_url_secrets(arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        return True
+
+
+def redact_access_logs() -> None:
+    """Keep webhook secrets out of uvicorn's access log (the path carries them)."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(existing, _AccessLogRedactor) for existing in access.filters):
+        access.addFilter(_AccessLogRedactor())
