@@ -51,7 +51,7 @@ def worker_argv(*, concurrency: int = 8, beat: bool = True) -> list[str]:
     """A Celery worker for every queue, with the embedded beat that drives the tracker."""
     argv = [
         sys.executable, "-m", "celery", "-A", "app.celery_app", "worker",
-        "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", "INFO",
+        "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", "WARNING",
     ]  # fmt: skip
     return [*argv, "--beat"] if beat else argv
 
@@ -94,6 +94,7 @@ def stop_process(process: "subprocess.Popen[Any]", *, kill: bool = False) -> Non
 def run_stack(services: list[Service]) -> int:
     """Run the services until Ctrl-C or until one exits; returns the exit status to use."""
     children: list[tuple[Service, subprocess.Popen[str]]] = []
+    signal.signal(signal.SIGTERM, _interrupt)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if any(service.name == "simulator" for service in services):
         # The local simulator can reach the local API, so completions arrive by webhook.
@@ -116,6 +117,11 @@ def run_stack(services: list[Service]) -> int:
         return 0
     finally:
         _stop_all(children)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    # SIGTERM must stop the children too, exactly like Ctrl-C does.
+    raise KeyboardInterrupt
 
 
 def _watch(children: list[tuple[Service, subprocess.Popen[str]]]) -> int:

@@ -12,6 +12,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from app.core.config import settings_or_exit
+from app.core.logging import configure_logging
 from app.core.migrate import upgrade_database
 from app.jobs.engine import JobEngine
 
@@ -20,7 +21,9 @@ T = TypeVar("T")
 
 class _Runtime:
     def __init__(self) -> None:
-        self.engine = JobEngine.from_settings(settings_or_exit())
+        settings = settings_or_exit()
+        configure_logging(settings)
+        self.engine = JobEngine.from_settings(settings)
         upgrade_database(self.engine.db)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(
