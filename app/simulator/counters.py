@@ -1,0 +1,50 @@
+"""What the simulator has seen, for tests and benchmarks (`GET /_sim/counters`)."""
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def fingerprint(value: Any) -> str:
+    """Hash a job input canonically, so resubmitting the same input shows up as a duplicate."""
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _webhook_counts() -> dict[str, int]:
+    return {"attempts": 0, "delivered": 0, "failed": 0, "dropped": 0}
+
+
+@dataclass
+class Counters:
+    calls: Counter[str] = field(default_factory=Counter)
+    responses: defaultdict[str, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
+    jobs_created: int = 0
+    jobs_by_fingerprint: Counter[str] = field(default_factory=Counter)
+    webhooks: dict[str, int] = field(default_factory=_webhook_counts)
+
+    def clear(self) -> None:
+        self.calls.clear()
+        self.responses.clear()
+        self.jobs_created = 0
+        self.jobs_by_fingerprint.clear()
+        self.webhooks.update(_webhook_counts())
+
+    def record_job(self, job_input: Any) -> None:
+        self.jobs_created += 1
+        self.jobs_by_fingerprint[fingerprint(job_input)] += 1
+
+    def as_dict(self, jobs_by_status: dict[str, int]) -> dict[str, Any]:
+        return {
+            "calls": dict(self.calls),
+            "responses": {
+                op: {str(code): n for code, n in codes.items()}
+                for op, codes in self.responses.items()
+            },
+            "jobs_created": self.jobs_created,
+            "jobs_by_fingerprint": dict(self.jobs_by_fingerprint),
+            "webhooks": dict(self.webhooks),
+            "jobs_by_status": jobs_by_status,
+        }

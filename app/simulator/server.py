@@ -1,0 +1,123 @@
+"""Run the simulator with uvicorn: in a background thread for tests, or blocking for the CLI."""
+
+import socket
+import threading
+import time
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+import uvicorn
+
+from app.simulator.app import create_app
+from app.simulator.config import SimulatorConfig
+
+_START_TIMEOUT_S = 15.0
+
+
+class SimulatorServer:
+    """A simulator on 127.0.0.1 served from a daemon thread; `port=0` picks a free port."""
+
+    def __init__(self, config: SimulatorConfig | None = None, *, port: int = 0) -> None:
+        self.config = config if config is not None else SimulatorConfig()
+        self._requested_port = port
+        self._port: int | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._admin: httpx.Client | None = None
+
+    @property
+    def url(self) -> str:
+        if self._port is None:
+            raise RuntimeError("the simulator is not running; call start() first")
+        return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def base_url(self) -> str:
+        """RunPod-style base: `{base_url}/{endpoint_id}/run` and so on."""
+        return f"{self.url}/v2"
+
+    def start(self) -> None:
+        """Start serving and return once the server answers HTTP."""
+        if self._thread is not None:
+            raise RuntimeError("the simulator is already running")
+        # Binding here, not in uvicorn, makes the port known before the thread starts.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self._requested_port))
+        self._port = sock.getsockname()[1]
+        uv_config = uvicorn.Config(
+            create_app(self.config),
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=1,
+            backlog=4096,
+        )
+        self._server = uvicorn.Server(uv_config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="podrelay-sim", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                sock.close()
+                raise RuntimeError("the simulator failed to start")
+            time.sleep(0.01)
+        # One client for the admin helpers: building an httpx.Client per call costs ~30 ms.
+        self._admin = httpx.Client(base_url=f"{self.url}/_sim", timeout=10)
+        self._admin.get("/config").raise_for_status()
+
+    def stop(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = self._thread = None
+        self._port = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _admin_client(self) -> httpx.Client:
+        if self._admin is None:
+            raise RuntimeError("the simulator is not running; call start() first")
+        return self._admin
+
+    def set_faults(self, **changes: Any) -> dict[str, Any]:
+        """Change knobs through `PATCH /_sim/config`; return the full new config."""
+        response = self._admin_client().patch("/config", json=changes)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def counters(self) -> dict[str, Any]:
+        response = self._admin_client().get("/counters")
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def reset(self) -> None:
+        """Forget jobs and counters and restore the startup knobs."""
+        self._admin_client().post("/reset").raise_for_status()
+
+
+def serve(config: SimulatorConfig, host: str = "127.0.0.1", port: int = 8001) -> None:
+    """Serve the simulator in the foreground until interrupted (for `podrelay simulator`)."""
+    uvicorn.run(
+        create_app(config), host=host, port=port, log_level="info", timeout_graceful_shutdown=5
+    )
