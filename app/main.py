@@ -7,6 +7,8 @@ from fastapi import FastAPI
 
 from app import __version__
 from app.api import webhooks
+from app.api.endpoints import runpod_endpoints
+from app.api.errors import install_error_handlers
 from app.core.config import settings_or_exit
 from app.core.logging import configure_logging, redact_access_logs
 from app.core.migrate import upgrade_database
@@ -37,6 +39,8 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
 
+    install_error_handlers(application)
+    application.include_router(runpod_endpoints.router, prefix="/api/v1")
     application.include_router(webhooks.router)
 
     @application.get("/healthz", tags=["operations"], summary="Liveness probe")

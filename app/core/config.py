@@ -79,6 +79,16 @@ class Settings(BaseSettings):
     image_download_attempts: int = Field(default=5, ge=1, le=50)
     image_download_retry_base: float = Field(default=5.0, ge=0)
 
+    # API.
+    allow_anonymous: bool | None = None
+    allow_private_webhook_urls: bool | None = None
+    requests_per_minute: int = Field(default=120, ge=1)
+    max_concurrent_jobs: int = Field(default=100, ge=1)
+    max_request_bytes: int = Field(default=64 * 1024, ge=1024)
+    gpu_price_per_second: float = Field(default=0.00044, ge=0)
+    client_webhook_attempts: int = Field(default=12, ge=1, le=50)
+    webhook_signing_secret: SecretStr = SecretStr("whsec_development_only")
+
     redis_url: str | None = None
     database_url: str = "sqlite:///./data/podrelay.db"
     data_dir: Path = Path("data")
@@ -90,6 +100,20 @@ class Settings(BaseSettings):
     def webhook_base_url(self) -> str | None:
         """Where RunPod sends job webhooks; None means completion is learned by polling."""
         return self.public_base_url.rstrip("/") if self.public_base_url else None
+
+    @property
+    def anonymous_allowed(self) -> bool:
+        """Requests without an API key: allowed by default only in development."""
+        if self.allow_anonymous is not None:
+            return self.allow_anonymous
+        return self.environment is Environment.DEVELOPMENT
+
+    @property
+    def private_webhook_urls_allowed(self) -> bool:
+        """Client webhooks to loopback/private addresses: by default only in development."""
+        if self.allow_private_webhook_urls is not None:
+            return self.allow_private_webhook_urls
+        return self.environment is Environment.DEVELOPMENT
 
     @model_validator(mode="after")
     def _check_runpod_target(self) -> Self:

@@ -15,6 +15,7 @@ class Batch(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     owner: Mapped[str] = mapped_column(String(64), index=True)
     size: Mapped[int] = mapped_column(Integer)
+    webhook_url: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     jobs: Mapped[list["Job"]] = relationship(back_populates="batch", order_by="Job.batch_index")
@@ -41,6 +42,7 @@ class Job(Base):
     execution_ms: Mapped[int | None] = mapped_column(Integer)
     timeout_s: Mapped[float] = mapped_column(Float)
     celery_task_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    webhook_url: Mapped[str | None] = mapped_column(Text)
     polls: Mapped[int] = mapped_column(Integer, default=0)
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

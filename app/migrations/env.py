@@ -3,8 +3,11 @@
 from alembic import context
 from sqlalchemy import Connection
 
+# Imported for their side effect: registering the tables on Base.metadata.
+from app.accounts import models as account_models  # noqa: F401
 from app.core.db import Base
-from app.jobs import models  # noqa: F401 - registers the tables on Base.metadata
+from app.jobs import models as job_models  # noqa: F401
+from app.notify import models as notify_models  # noqa: F401
 
 
 def run_migrations(connection: Connection) -> None:

@@ -37,6 +37,8 @@ class GenerationParams(BaseModel):
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     num_images: int = Field(default=1, ge=1, le=4)
     return_type: Literal["url", "base64"] = "url"
+    add_default_prompts: bool = True
+    """Merge the quality tags and the default negative prompt into the user's prompts."""
 
 
 DEFAULT_PARAMS = GenerationParams()
@@ -46,12 +48,11 @@ def build_runpod_input(
     prompt: str,
     negative_prompt: str | None = None,
     params: GenerationParams = DEFAULT_PARAMS,
-    *,
-    add_default_prompts: bool = True,
 ) -> dict[str, Any]:
     """The `input` object of a RunPod job: merged prompts plus every parameter."""
+    defaults = params.add_default_prompts
     return {
-        "prompt": build_prompt(prompt, add_quality_tags=add_default_prompts),
-        "negative_prompt": build_negative_prompt(negative_prompt, add_defaults=add_default_prompts),
-        **params.model_dump(exclude_none=True),
+        "prompt": build_prompt(prompt, add_quality_tags=defaults),
+        "negative_prompt": build_negative_prompt(negative_prompt, add_defaults=defaults),
+        **params.model_dump(exclude_none=True, exclude={"add_default_prompts"}),
     }

@@ -34,7 +34,7 @@ def generate_image_runpod_task(
     user_prompt: str,
     negative_prompt: str | None = None,
     params: dict[str, Any] | None = None,
-    owner: str = "celery",
+    owner: str = "anonymous",
     timeout: float | None = None,
 ) -> dict[str, str]:
     """Create a job for one prompt (once per task id) and submit it to RunPod."""
@@ -62,7 +62,7 @@ def generate_image_batch_task(
     prompts: list[str],
     negative_prompt: str | None = None,
     params: dict[str, Any] | None = None,
-    owner: str = "celery",
+    owner: str = "anonymous",
     timeout: float | None = None,
 ) -> dict[str, Any]:
     """One batch, one job per prompt (up to 10), all submitted to RunPod concurrently."""

@@ -1,0 +1,40 @@
+"""API keys (stored hashed) and idempotency records."""
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base, UTCDateTime, utcnow
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    # The first characters of the key, shown in listings so a key can be recognised.
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Signs this caller's webhooks (HMAC-SHA256); shown once, with the key, at creation.
+    webhook_secret: Mapped[str] = mapped_column(String(64))
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer)
+    max_concurrent_jobs: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class IdempotencyRecord(Base):
+    """What an `Idempotency-Key` produced, so a retried request gets the same resource."""
+
+    __tablename__ = "idempotency_records"
+    __table_args__ = (UniqueConstraint("owner", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    resource_type: Mapped[str] = mapped_column(String(16))
+    resource_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

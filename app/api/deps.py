@@ -1,0 +1,109 @@
+"""Request dependencies: the engine, a unit-of-work session and the calling user."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.orm import Session
+
+from app.accounts.service import authenticate
+from app.api.errors import Forbidden, Unauthorized
+from app.core.config import Environment
+from app.jobs.engine import JobEngine
+
+ANONYMOUS = "anonymous"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: every job belongs to one owner, and a caller sees only its own."""
+
+    owner: str
+    key_id: str | None
+    is_admin: bool
+    webhook_secret: str
+    requests_per_minute: int
+    max_concurrent_jobs: int
+
+
+def get_engine(request: Request) -> JobEngine:
+    engine: JobEngine = request.app.state.engine
+    return engine
+
+
+EngineDep = Annotated[JobEngine, Depends(get_engine)]
+
+
+def get_session(engine: EngineDep) -> Iterator[Session]:
+    """The request's unit of work: committed when the endpoint returns, rolled back if it raises."""
+    with engine.db.session() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def _presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
+    if x_api_key:
+        return x_api_key.strip()
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        raise Unauthorized("use 'Authorization: Bearer <API key>'", code="invalid_credentials")
+    return None
+
+
+def get_current_user_optional(
+    engine: EngineDep,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Caller | None:
+    """The caller of a presented API key; None when no key was presented (the seed's name)."""
+    plaintext = _presented_key(authorization, x_api_key)
+    if plaintext is None:
+        return None
+    settings = engine.settings
+    with engine.db.session() as session:
+        key = authenticate(session, plaintext)
+        if key is None:
+            raise Unauthorized("the API key is not valid or was revoked", code="invalid_api_key")
+        return Caller(
+            owner=key.id,
+            key_id=key.id,
+            is_admin=key.is_admin,
+            webhook_secret=key.webhook_secret,
+            requests_per_minute=key.requests_per_minute or settings.requests_per_minute,
+            max_concurrent_jobs=key.max_concurrent_jobs or settings.max_concurrent_jobs,
+        )
+
+
+def get_current_user(
+    engine: EngineDep, caller: Annotated[Caller | None, Depends(get_current_user_optional)]
+) -> Caller:
+    if caller is not None:
+        return caller
+    settings = engine.settings
+    if not settings.anonymous_allowed:
+        raise Unauthorized("an API key is required", code="missing_api_key")
+    return Caller(
+        owner=ANONYMOUS,
+        key_id=None,
+        is_admin=settings.environment is Environment.DEVELOPMENT,
+        webhook_secret=settings.webhook_signing_secret.get_secret_value(),
+        requests_per_minute=settings.requests_per_minute,
+        max_concurrent_jobs=settings.max_concurrent_jobs,
+    )
+
+
+CallerDep = Annotated[Caller, Depends(get_current_user)]
+
+
+def require_admin(caller: CallerDep) -> Caller:
+    if not caller.is_admin:
+        raise Forbidden("this needs an admin API key", code="admin_required")
+    return caller
+
+
+AdminDep = Annotated[Caller, Depends(require_admin)]

@@ -1,0 +1,189 @@
+"""The caller's history: jobs, batches, live events, stored images and usage."""
+
+import asyncio
+import json
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, StreamingResponse
+from sqlalchemy import select
+
+from app.api.deps import CallerDep, EngineDep, SessionDep
+from app.api.errors import NotFound, Problem
+from app.api.schemas import BatchOut, JobPage, UsageDay, UsageOut
+from app.api.views import batch_out, job_out
+from app.jobs.engine import JobEngine
+from app.jobs.models import Batch, Job, JobEvent, JobImage
+from app.jobs.status import JobStatus
+from app.media.store import MediaError
+
+router = APIRouter()
+ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": Problem, "content": {"application/problem+json": {}}} for code in (401, 404)
+}
+SSE_POLL_S = 0.5
+SSE_HEARTBEAT_S = 15.0
+SSE_MAX_S = 3600.0
+
+
+@router.get("/jobs", summary="The caller's jobs, newest first", responses=ERRORS)
+def list_jobs(
+    caller: CallerDep,
+    session: SessionDep,
+    engine: EngineDep,
+    status: JobStatus | None = None,
+    batch_id: Annotated[str | None, Query(max_length=40)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=40, description="`next_cursor`")] = None,
+) -> JobPage:
+    query = select(Job).where(Job.owner == caller.owner)
+    if status is not None:
+        query = query.where(Job.status == status.value)
+    if batch_id is not None:
+        query = query.where(Job.batch_id == batch_id)
+    if cursor is not None:
+        # Ids sort with creation only by accident; the cursor is the last job's (time, id).
+        anchor = session.get(Job, cursor)
+        if anchor is None or anchor.owner != caller.owner:
+            raise NotFound("unknown cursor", code="invalid_cursor")
+        query = query.where(
+            (Job.created_at < anchor.created_at)
+            | ((Job.created_at == anchor.created_at) & (Job.id < anchor.id))
+        )
+    jobs = list(
+        session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))
+    )
+    price = engine.settings.gpu_price_per_second
+    return JobPage(
+        items=[job_out(job, price_per_second=price) for job in jobs[:limit]],
+        next_cursor=jobs[limit - 1].id if len(jobs) > limit else None,
+    )
+
+
+@router.get("/batches/{batch_id}", summary="A batch and its jobs", responses=ERRORS)
+def get_batch(batch_id: str, caller: CallerDep, session: SessionDep, engine: EngineDep) -> BatchOut:
+    batch = session.get(Batch, batch_id)
+    if batch is None or batch.owner != caller.owner:
+        raise NotFound("no such batch", code="batch_not_found")
+    return batch_out(batch, price_per_second=engine.settings.gpu_price_per_second)
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    summary="Live job events (Server-Sent Events)",
+    responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
+    response_class=StreamingResponse,
+)
+def job_events(
+    job_id: str,
+    request: Request,
+    caller: CallerDep,
+    engine: EngineDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    """Every state change as an SSE `event: status`; resumable with `Last-Event-ID`. The
+    stream ends after the job's final event."""
+    with engine.db.session() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.owner != caller.owner:
+            raise NotFound("no such job", code="job_not_found")
+    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    return StreamingResponse(
+        _event_stream(engine, job_id, after, request),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _event_stream(
+    engine: JobEngine, job_id: str, after: int, request: Request
+) -> AsyncIterator[str]:
+    loop = asyncio.get_running_loop()
+    started = last_sent = loop.time()
+    yield "retry: 2000\n\n"
+    while loop.time() - started < SSE_MAX_S and not await request.is_disconnected():
+        events, finished = await run_in_threadpool(_events_after, engine, job_id, after)
+        for event in events:
+            after = int(str(event["id"]))
+            yield f"id: {event['id']}\nevent: {event['kind']}\ndata: {json.dumps(event)}\n\n"
+            last_sent = loop.time()
+        if finished and not events:
+            return
+        if loop.time() - last_sent > SSE_HEARTBEAT_S:
+            yield ": keep-alive\n\n"
+            last_sent = loop.time()
+        await asyncio.sleep(SSE_POLL_S)
+
+
+def _events_after(
+    engine: JobEngine, job_id: str, after: int
+) -> tuple[list[dict[str, object]], bool]:
+    with engine.db.session() as session:
+        rows = session.scalars(
+            select(JobEvent)
+            .where(JobEvent.job_id == job_id, JobEvent.id > after)
+            .order_by(JobEvent.id)
+        ).all()
+        finished = JobStatus(session.get_one(Job, job_id).status).is_terminal
+        return [
+            {
+                "id": row.id,
+                "kind": row.kind,
+                "status": row.status,
+                "message": row.message,
+                "at": row.at.isoformat(),
+            }
+            for row in rows
+        ], finished
+
+
+@router.get(
+    "/images/{image_id}",
+    summary="A stored result image",
+    responses={**ERRORS, 200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}},
+    response_class=FileResponse,
+)
+def get_image(
+    image_id: str, caller: CallerDep, session: SessionDep, engine: EngineDep
+) -> FileResponse:
+    image = session.get(JobImage, image_id)
+    if image is None or image.job.owner != caller.owner:
+        raise NotFound("no such image", code="image_not_found")
+    if image.state != "stored" or not image.storage_key:
+        raise NotFound(f"the image is {image.state}, not stored", code="image_not_stored")
+    try:
+        path = engine.store.path(image.storage_key)
+    except MediaError:
+        raise NotFound("no such image", code="image_not_found") from None
+    return FileResponse(
+        path,
+        media_type=image.mime_type,
+        headers={
+            "Cache-Control": "private, max-age=31536000, immutable",
+            "ETag": f'"{image.sha256}"',
+        },
+    )
+
+
+@router.get(
+    "/usage", summary="The caller's jobs, images, GPU time and cost per day", responses=ERRORS
+)
+def usage(caller: CallerDep, session: SessionDep, engine: EngineDep) -> UsageOut:
+    price = engine.settings.gpu_price_per_second
+    days: dict[str, UsageDay] = defaultdict(
+        lambda: UsageDay(day="", jobs=0, completed=0, images=0, gpu_seconds=0.0, estimated_usd=0.0)
+    )
+    for job in session.scalars(select(Job).where(Job.owner == caller.owner)):
+        day = days[job.created_at.date().isoformat()]
+        day.day = job.created_at.date().isoformat()
+        day.jobs += 1
+        day.completed += job.status == JobStatus.COMPLETED
+        day.images += sum(image.state == "stored" for image in job.images)
+        day.gpu_seconds += (job.execution_ms or 0) / 1000
+    for day in days.values():
+        day.gpu_seconds = round(day.gpu_seconds, 3)
+        day.estimated_usd = round(day.gpu_seconds * price, 6)
+    return UsageOut(days=sorted(days.values(), key=lambda d: d.day), gpu_price_per_second=price)

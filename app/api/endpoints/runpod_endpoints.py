@@ -1,0 +1,222 @@
+"""The seed's six endpoints under `/api/v1/runpod`, plus history, events, images and usage
+(`app.api.endpoints.history`), all on one router that `app.main` mounts at `/api/v1`."""
+
+import asyncio
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Response
+from fastapi.concurrency import run_in_threadpool
+from loguru import logger
+from sqlalchemy import func, select
+
+from app.api.deps import Caller, CallerDep, EngineDep, SessionDep, require_admin
+from app.api.endpoints import history
+from app.api.errors import Conflict, NotFound, Problem
+from app.api.schemas import (
+    BatchOut,
+    BatchRequest,
+    ConnectionTestOut,
+    GenerateRequest,
+    JobOut,
+    QueueStatsOut,
+)
+from app.api.submissions import create_batch, create_generation
+from app.api.views import batch_out, job_out, queue_position
+from app.jobs.cancel import JobAlreadyFinished, cancel_job
+from app.jobs.connection import check_connection
+from app.jobs.engine import JobEngine
+from app.jobs.lookup import find_job
+from app.jobs.models import Batch, Job
+from app.jobs.status import JobStatus
+from app.runpod import RunPodError
+from app.tasks.runpod_tasks import cancel_runpod_job_task, submit_job_task
+
+router = APIRouter(prefix="/runpod", tags=["runpod"])
+router.include_router(history.router)
+
+ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": Problem, "content": {"application/problem+json": {}}}
+    for code in (401, 403, 404, 409, 422, 429)
+}
+MAX_WAIT_S = 60
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+)")
+IdempotencyKey = Annotated[str | None, Header(max_length=255, alias="Idempotency-Key")]
+Prefer = Annotated[str | None, Header(description="`wait=N` (N <= 60) waits for the result.")]
+
+
+def _enqueue(job_ids: list[str]) -> None:
+    # A lost message is not a lost job: the tracker submits pending jobs that are due.
+    for job_id in job_ids:
+        try:
+            submit_job_task.delay(job_id)
+        except Exception as error:  # noqa: BLE001 - any broker failure is recovered the same way
+            logger.warning("could not enqueue {} now, the tracker will: {}", job_id, error)
+
+
+def _job_view(engine: JobEngine, job_id: str, *, replayed: bool = False) -> JobOut:
+    with engine.db.session() as session:
+        job = session.get_one(Job, job_id)
+        return job_out(
+            job,
+            price_per_second=engine.settings.gpu_price_per_second,
+            position=queue_position(session, job),
+            replayed=replayed,
+        )
+
+
+@router.post("/generate", status_code=202, summary="Start a generation", responses=ERRORS)
+async def generate(
+    body: GenerateRequest,
+    caller: CallerDep,
+    engine: EngineDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+    prefer: Prefer = None,
+) -> JobOut:
+    """Accept a prompt; answers 202 with the job and its status URL. With `Prefer: wait=N`,
+    answers 200 with the finished job if it ends within N seconds."""
+    job_id, replayed = await run_in_threadpool(
+        create_generation, engine, caller, body, idempotency_key
+    )
+    if not replayed:
+        await run_in_threadpool(_enqueue, [job_id])
+    wait = _wait_seconds(prefer)
+    view = await run_in_threadpool(_job_view, engine, job_id, replayed=replayed)
+    if wait and not view.status.is_terminal:
+        view = await _wait_for(engine, job_id, wait, replayed=replayed)
+    response.headers["Location"] = view.links.status
+    if view.status.is_terminal and wait:
+        response.status_code = 200
+    return view
+
+
+@router.post(
+    "/generate/batch", status_code=202, summary="Start up to 10 generations", responses=ERRORS
+)
+async def generate_batch(
+    body: BatchRequest,
+    caller: CallerDep,
+    engine: EngineDep,
+    idempotency_key: IdempotencyKey = None,
+) -> BatchOut:
+    """One batch, one job per prompt, all submitted to RunPod concurrently."""
+    batch_id, replayed = await run_in_threadpool(
+        create_batch, engine, caller, body, idempotency_key
+    )
+
+    def load() -> BatchOut:
+        with engine.db.session() as session:
+            batch = session.get_one(Batch, batch_id)
+            price = engine.settings.gpu_price_per_second
+            return batch_out(batch, price_per_second=price, replayed=replayed)
+
+    view = await run_in_threadpool(load)
+    if not replayed:
+        await run_in_threadpool(_enqueue, [job.id for job in view.jobs])
+    return view
+
+
+@router.get("/status/{task_id}", summary="A job's status and result", responses=ERRORS)
+def status(task_id: str, caller: CallerDep, session: SessionDep, engine: EngineDep) -> JobOut:
+    """Accepts the job id, or the Celery task id a seed-style task returned."""
+    job = _owned_job(session, caller, task_id)
+    price = engine.settings.gpu_price_per_second
+    return job_out(job, price_per_second=price, position=queue_position(session, job))
+
+
+@router.delete("/cancel/{task_id}", summary="Cancel a job", responses=ERRORS)
+def cancel(task_id: str, caller: CallerDep, engine: EngineDep) -> JobOut:
+    """Cancels the job, at RunPod too; 409 when it already finished."""
+    with engine.db.session() as session:
+        job = _owned_job(session, caller, task_id)
+        try:
+            runpod_job_id = cancel_job(session, job)
+        except JobAlreadyFinished as error:
+            raise Conflict(f"the job already ended: {error.status}", code="job_finished") from None
+        job_id = job.id
+    if runpod_job_id:
+        try:
+            cancel_runpod_job_task.delay(runpod_job_id)
+        except Exception as error:  # noqa: BLE001 - RunPod's deadline policy stops it anyway
+            logger.warning("could not enqueue the RunPod cancel of {}: {}", runpod_job_id, error)
+    return _job_view(engine, job_id)
+
+
+@router.post(
+    "/test",
+    summary="Test the RunPod connection",
+    responses=ERRORS,
+    dependencies=[Depends(require_admin)],
+)
+async def test_connection(engine: EngineDep) -> ConnectionTestOut:
+    """Is the key accepted, what do the endpoint's workers do, and the round-trip time."""
+    return ConnectionTestOut.model_validate(await check_connection(engine.runpod))
+
+
+@router.get(
+    "/queue/stats",
+    summary="Queue statistics",
+    responses=ERRORS,
+    dependencies=[Depends(require_admin)],
+)
+async def queue_stats(engine: EngineDep) -> QueueStatsOut:
+    """Podrelay's jobs by status, RunPod's /health, and why jobs wait, when they do."""
+
+    def counts() -> dict[str, int]:
+        with engine.db.session() as session:
+            rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+            return {status.value: 0 for status in JobStatus} | {row[0]: row[1] for row in rows}
+
+    by_status = await run_in_threadpool(counts)
+    health, error = None, None
+    try:
+        report = await engine.runpod.health()
+        health = {"jobs": report.jobs, "workers": report.workers}
+    except RunPodError as failure:
+        error = failure.message
+    waiting = by_status[JobStatus.PENDING] + by_status[JobStatus.QUEUED]
+    return QueueStatsOut(
+        jobs_by_status=by_status,
+        queues={"waiting": waiting, "running": by_status[JobStatus.RUNNING]},
+        runpod_health=health,
+        runpod_error=error,
+        stall_reason=_stall_reason(waiting, health, error),
+    )
+
+
+def _stall_reason(
+    waiting: int, health: dict[str, dict[str, int]] | None, error: str | None
+) -> str | None:
+    if not waiting:
+        return None
+    if error is not None:
+        return "runpod_unreachable"
+    workers = (health or {}).get("workers", {})
+    if workers.get("throttled", 0) and not workers.get("running", 0):
+        return "workers_throttled"
+    if not any(workers.get(state, 0) for state in ("idle", "ready", "running", "initializing")):
+        return "no_workers"
+    return None
+
+
+def _owned_job(session: SessionDep, caller: Caller, task_id: str) -> Job:
+    job = find_job(session, task_id)
+    if job is None or job.owner != caller.owner:
+        raise NotFound("no such job", code="job_not_found")
+    return job
+
+
+def _wait_seconds(prefer: str | None) -> int:
+    match = _PREFER_WAIT.search(prefer or "")
+    return min(MAX_WAIT_S, int(match.group(1))) if match else 0
+
+
+async def _wait_for(engine: JobEngine, job_id: str, seconds: int, *, replayed: bool) -> JobOut:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        view = await run_in_threadpool(_job_view, engine, job_id, replayed=replayed)
+        if view.status.is_terminal or loop.time() >= deadline:
+            return view
+        await asyncio.sleep(0.25)

@@ -1,0 +1,150 @@
+"""What the REST API accepts and returns. Requests reject unknown fields."""
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
+
+from app.jobs.status import JobStatus
+from app.services.generation_defaults import MAX_PROMPT_LENGTH, GenerationParams
+
+Prompt = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_PROMPT_LENGTH)
+]
+NegativePrompt = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=MAX_PROMPT_LENGTH)
+]
+WebhookUrl = Annotated[AnyHttpUrl, Field(description="Signed POST when the job ends.")]
+
+
+class GenerationOptions(GenerationParams):
+    negative_prompt: NegativePrompt | None = None
+    timeout: float | None = Field(
+        default=None, gt=0, description="Seconds before the job is cancelled (default 300)."
+    )
+    webhook_url: WebhookUrl | None = None
+
+
+class GenerateRequest(GenerationOptions):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={"examples": [{"prompt": "beautiful anime girl"}]},
+    )
+
+    prompt: Prompt
+
+
+class BatchRequest(GenerationOptions):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={"examples": [{"prompts": ["a red fox", "a lighthouse at dusk"]}]},
+    )
+
+    prompts: list[Prompt] = Field(min_length=1, max_length=10)
+
+
+class ImageOut(BaseModel):
+    id: str
+    url: str
+    state: Literal["pending", "stored", "failed"]
+    width: int | None
+    height: int | None
+    mime_type: str | None
+    size_bytes: int | None
+    sha256: str | None
+    seed: int | None
+
+
+class ErrorOut(BaseModel):
+    code: str
+    message: str | None
+
+
+class TimingsOut(BaseModel):
+    created_at: datetime
+    submitted_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    deadline_at: datetime
+    delay_ms: int | None = Field(description="Time queued at RunPod before a worker took it.")
+    execution_ms: int | None = Field(description="Time a RunPod worker ran it.")
+
+
+class CostOut(BaseModel):
+    gpu_seconds: float | None
+    estimated_usd: float | None
+
+
+class LinksOut(BaseModel):
+    status: str
+    events: str
+    cancel: str
+
+
+class JobOut(BaseModel):
+    id: str
+    object: Literal["job"] = "job"
+    status: JobStatus
+    batch_id: str | None
+    prompt: str
+    negative_prompt: str | None
+    params: dict[str, Any]
+    progress: Any = None
+    queue_position: int | None = Field(description="Jobs ahead of this one, while it waits.")
+    attempts: int
+    error: ErrorOut | None
+    timings: TimingsOut
+    cost: CostOut
+    images: list[ImageOut]
+    webhook_url: str | None
+    links: LinksOut
+    replayed: bool = Field(default=False, description="True when an Idempotency-Key replayed it.")
+
+
+class BatchOut(BaseModel):
+    id: str
+    object: Literal["batch"] = "batch"
+    created_at: datetime
+    size: int
+    counts: dict[str, int]
+    done: bool
+    jobs: list[JobOut]
+    replayed: bool = False
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
+class ConnectionTestOut(BaseModel):
+    ok: bool
+    key_accepted: bool | None
+    latency_ms: float
+    workers: dict[str, int] | None = None
+    jobs: dict[str, int] | None = None
+    error: str | None = None
+
+
+class QueueStatsOut(BaseModel):
+    jobs_by_status: dict[str, int]
+    queues: dict[str, int | None]
+    runpod_health: dict[str, dict[str, int]] | None
+    runpod_error: str | None
+    stall_reason: str | None
+
+
+class UsageDay(BaseModel):
+    day: str
+    jobs: int
+    completed: int
+    images: int
+    gpu_seconds: float
+    estimated_usd: float
+
+
+class UsageOut(BaseModel):
+    days: list[UsageDay]
+    gpu_price_per_second: float

@@ -1,0 +1,149 @@
+"""Accepting generation requests: limits, idempotency and the ledger rows, in one transaction.
+
+These run in a worker thread (they use the synchronous session); the caller enqueues the
+submission only after they return, that is after the commit.
+"""
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.accounts.idempotency import (
+    IdempotencyConflict,
+    remember,
+    replayed_resource,
+    request_fingerprint,
+)
+from app.api.deps import Caller
+from app.api.errors import ApiError, Conflict, RateLimited
+from app.api.schemas import BatchRequest, GenerateRequest, GenerationOptions
+from app.jobs import service
+from app.jobs.engine import JobEngine
+from app.jobs.models import Job
+from app.jobs.status import ACTIVE
+from app.notify.urls import UnsafeWebhookUrl, check_webhook_url
+from app.services.generation_defaults import GenerationParams
+
+_PARAM_FIELDS = set(GenerationParams.model_fields)
+
+
+def create_generation(
+    engine: JobEngine, caller: Caller, body: GenerateRequest, idempotency_key: str | None
+) -> tuple[str, bool]:
+    """The job for this request and whether it is a replay of an earlier one."""
+    return _idempotent(engine, caller, "generate", body, idempotency_key, _new_job)
+
+
+def create_batch(
+    engine: JobEngine, caller: Caller, body: BatchRequest, idempotency_key: str | None
+) -> tuple[str, bool]:
+    return _idempotent(engine, caller, "batch", body, idempotency_key, _new_batch)
+
+
+def _idempotent(
+    engine: JobEngine,
+    caller: Caller,
+    route: str,
+    body: GenerateRequest | BatchRequest,
+    key: str | None,
+    create: Any,
+) -> tuple[str, bool]:
+    fingerprint = request_fingerprint(route, body.model_dump(mode="json"))
+    for _ in range(2):  # a concurrent twin may win the unique key; then read its result
+        try:
+            with engine.db.session() as session:
+                if key is not None:
+                    existing = replayed_resource(
+                        session, owner=caller.owner, key=key, fingerprint=fingerprint
+                    )
+                    if existing is not None:
+                        return existing, True
+                resource_id: str = create(session, engine, caller, body)
+                if key is not None:
+                    remember(
+                        session,
+                        owner=caller.owner,
+                        key=key,
+                        fingerprint=fingerprint,
+                        resource_type=route,
+                        resource_id=resource_id,
+                    )
+                return resource_id, False
+        except IdempotencyConflict as error:
+            raise Conflict(str(error), code="idempotency_key_reused") from None
+        except IntegrityError:
+            continue
+    raise Conflict(
+        "a concurrent request with this Idempotency-Key is in progress",
+        code="idempotency_key_in_use",
+    )
+
+
+def _check_request(
+    session: Session, engine: JobEngine, caller: Caller, body: GenerationOptions, new_jobs: int
+) -> float:
+    """Validate what the schema cannot; returns the job timeout to use."""
+    settings = engine.settings
+    timeout = body.timeout if body.timeout is not None else settings.runpod_job_timeout
+    if timeout > settings.job_max_timeout:
+        raise ApiError(
+            f"timeout must be at most {settings.job_max_timeout:g} s", code="timeout_too_long"
+        )
+    if body.webhook_url is not None:
+        try:
+            check_webhook_url(
+                str(body.webhook_url), allow_private=settings.private_webhook_urls_allowed
+            )
+        except UnsafeWebhookUrl as error:
+            raise ApiError(str(error), code="webhook_url_refused") from None
+    active = session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.owner == caller.owner, Job.status.in_([status.value for status in ACTIVE]))
+    )
+    if (active or 0) + new_jobs > caller.max_concurrent_jobs:
+        raise RateLimited(
+            f"at most {caller.max_concurrent_jobs} unfinished jobs per API key",
+            code="too_many_active_jobs",
+            retry_after=5,
+        )
+    return timeout
+
+
+def _params(body: GenerationOptions) -> GenerationParams:
+    return GenerationParams.model_validate(body.model_dump(include=_PARAM_FIELDS))
+
+
+def _new_job(session: Session, engine: JobEngine, caller: Caller, body: GenerateRequest) -> str:
+    timeout = _check_request(session, engine, caller, body, 1)
+    job = service.create_job(
+        session,
+        owner=caller.owner,
+        prompt=body.prompt,
+        negative_prompt=body.negative_prompt,
+        params=_params(body),
+        timeout_s=timeout,
+    )
+    job.webhook_url = str(body.webhook_url) if body.webhook_url else None
+    return job.id
+
+
+def _new_batch(session: Session, engine: JobEngine, caller: Caller, body: BatchRequest) -> str:
+    timeout = _check_request(session, engine, caller, body, len(body.prompts))
+    batch = service.create_batch(session, owner=caller.owner, size=len(body.prompts))
+    batch.webhook_url = str(body.webhook_url) if body.webhook_url else None
+    for index, prompt in enumerate(body.prompts):
+        job = service.create_job(
+            session,
+            owner=caller.owner,
+            prompt=prompt,
+            negative_prompt=body.negative_prompt,
+            params=_params(body),
+            timeout_s=timeout,
+            batch=batch,
+            batch_index=index,
+        )
+        job.webhook_url = batch.webhook_url
+    return batch.id

@@ -1,0 +1,109 @@
+"""Render ledger rows as API resources (never the ORM objects themselves)."""
+
+from collections import Counter
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.api.schemas import (
+    BatchOut,
+    CostOut,
+    ErrorOut,
+    ImageOut,
+    JobOut,
+    LinksOut,
+    TimingsOut,
+)
+from app.jobs.models import Batch, Job, JobImage
+from app.jobs.status import JobStatus
+
+API_PREFIX = "/api/v1/runpod"
+_WAITING = (JobStatus.PENDING, JobStatus.QUEUED)
+
+
+def image_url(image_id: str) -> str:
+    return f"{API_PREFIX}/images/{image_id}"
+
+
+def image_out(image: JobImage) -> ImageOut:
+    return ImageOut(
+        id=image.id,
+        url=image_url(image.id),
+        state=image.state,
+        width=image.width,
+        height=image.height,
+        mime_type=image.mime_type,
+        size_bytes=image.size_bytes,
+        sha256=image.sha256,
+        seed=image.seed,
+    )
+
+
+def queue_position(session: Session, job: Job) -> int | None:
+    """How many of Podrelay's waiting jobs were accepted before this one."""
+    if job.status not in _WAITING:
+        return None
+    ahead = session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.status.in_([status.value for status in _WAITING]))
+        .where(Job.created_at < job.created_at)
+    )
+    return int(ahead or 0)
+
+
+def job_out(
+    job: Job,
+    *,
+    price_per_second: float,
+    position: int | None = None,
+    replayed: bool = False,
+) -> JobOut:
+    gpu_seconds = job.execution_ms / 1000 if job.execution_ms is not None else None
+    return JobOut(
+        id=job.id,
+        status=JobStatus(job.status),
+        batch_id=job.batch_id,
+        prompt=job.prompt,
+        negative_prompt=job.negative_prompt,
+        params=job.params,
+        progress=job.progress,
+        queue_position=position,
+        attempts=job.attempts,
+        error=ErrorOut(code=job.error_code, message=job.error_message) if job.error_code else None,
+        timings=TimingsOut(
+            created_at=job.created_at,
+            submitted_at=job.submitted_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            deadline_at=job.deadline_at,
+            delay_ms=job.delay_ms,
+            execution_ms=job.execution_ms,
+        ),
+        cost=CostOut(
+            gpu_seconds=gpu_seconds,
+            estimated_usd=round(gpu_seconds * price_per_second, 6) if gpu_seconds else None,
+        ),
+        images=[image_out(image) for image in job.images],
+        webhook_url=job.webhook_url,
+        links=LinksOut(
+            status=f"{API_PREFIX}/status/{job.id}",
+            events=f"{API_PREFIX}/jobs/{job.id}/events",
+            cancel=f"{API_PREFIX}/cancel/{job.id}",
+        ),
+        replayed=replayed,
+    )
+
+
+def batch_out(batch: Batch, *, price_per_second: float, replayed: bool = False) -> BatchOut:
+    jobs = [job_out(job, price_per_second=price_per_second) for job in batch.jobs]
+    counts = Counter(job.status.value for job in jobs)
+    return BatchOut(
+        id=batch.id,
+        created_at=batch.created_at,
+        size=batch.size,
+        counts=dict(counts),
+        done=all(job.status.is_terminal for job in jobs),
+        jobs=jobs,
+        replayed=replayed,
+    )
