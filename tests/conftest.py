@@ -19,6 +19,10 @@ REQUIRED_TEST_MODULES = (
     "tests/runpod/test_results.py",
     "tests/services/test_seed_demo.py",
     "tests/services/test_prompts.py",
+    "tests/test_cli.py",
+    "tests/jobs/test_engine.py",
+    "tests/jobs/test_webhooks.py",
+    "tests/api/test_endpoints.py",
 )
 
 FAST_SIMULATOR = SimulatorConfig(
