@@ -10,9 +10,8 @@ from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
 from app.jobs.models import Batch, Job, JobEvent, Submission
-
-__all__ = ["Batch"]
 from app.jobs.status import ACTIVE, JobStatus, can_move
+from app.notify.deliveries import queue_job_event
 from app.services.generation_defaults import GenerationParams
 
 
@@ -102,6 +101,8 @@ def move(
     if error_code is not None:
         job.error_code, job.error_message = error_code, message
     add_event(session, job, "status", message=message, data=data)
+    if new.is_terminal and job.webhook_url:
+        queue_job_event(session, job)  # the client's webhook, in this same transaction
     logger.info("[RUNPOD TASK] job {} {} -> {}", job.id, current, new)
     return True
 

@@ -20,6 +20,7 @@ from app.jobs.results import apply_state
 from app.jobs.service import claim, move, release
 from app.jobs.status import ACTIVE, JobStatus
 from app.jobs.submit import cancel_quietly, submit_job
+from app.notify.deliveries import deliver_due
 from app.runpod import JobState, NotFoundError, RunPodError
 
 POLL_LEASE_S = 60.0
@@ -34,6 +35,7 @@ class TickReport:
     polled: int = 0
     timed_out: int = 0
     images: int = 0
+    webhooks: int = 0
 
 
 async def tick(engine: JobEngine) -> TickReport | None:
@@ -46,6 +48,7 @@ async def tick(engine: JobEngine) -> TickReport | None:
     report.submitted = await resubmit_due(engine)
     report.polled = await poll_due(engine)
     report.images = await store_due_images(engine)
+    report.webhooks = await deliver_due(engine)  # after images, so job.completed has them
     return report
 
 

@@ -18,7 +18,7 @@ from app.core.db import utcnow
 from app.jobs import service
 from app.jobs.connection import check_connection
 from app.jobs.media import store_due_images
-from app.jobs.models import Job, JobImage
+from app.jobs.models import Batch, Job, JobImage
 from app.jobs.status import ACTIVE
 from app.jobs.submit import cancel_quietly, submit_job
 from app.jobs.tracking import tick
@@ -72,7 +72,7 @@ def generate_image_batch_task(
     generation = GenerationParams.model_validate(params or {})
     batch_id = f"batch_{self.request.id.replace('-', '')[:24]}"
     with engine.db.session() as session:
-        batch = session.get(service.Batch, batch_id)
+        batch = session.get(Batch, batch_id)
         if batch is None:
             batch = service.create_batch(session, owner=owner, size=len(prompts), batch_id=batch_id)
             for index, prompt in enumerate(prompts):
