@@ -3,12 +3,13 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from app import __version__
-from app.api import webhooks
+from app.api import ops, webhooks
 from app.api.endpoints import runpod_endpoints
-from app.api.errors import install_error_handlers
+from app.api.errors import install_error_handlers, problem_responses
+from app.api.ratelimit import enforce_rate_limit, rate_limiter_from_settings
 from app.core.config import settings_or_exit
 from app.core.logging import configure_logging, redact_access_logs
 from app.core.migrate import upgrade_database
@@ -21,7 +22,9 @@ async def lifespan(application: FastAPI) -> AsyncIterator[None]:
     engine = JobEngine.from_settings(settings_or_exit())
     upgrade_database(engine.db)
     application.state.engine = engine
+    application.state.rate_limiter = rate_limiter_from_settings(engine.settings)
     yield
+    await application.state.rate_limiter.aclose()
     await engine.aclose()
     await close_client()
     engine.db.dispose()
@@ -40,8 +43,14 @@ def create_app() -> FastAPI:
     )
 
     install_error_handlers(application)
-    application.include_router(runpod_endpoints.router, prefix="/api/v1")
+    application.include_router(
+        runpod_endpoints.router,
+        prefix="/api/v1",
+        dependencies=[Depends(enforce_rate_limit)],
+        responses=problem_responses(429),  # the rate limit, on every route under /api/v1
+    )
     application.include_router(webhooks.router)
+    ops.install_operations(application, settings)  # /readyz, /metrics, body limits
 
     @application.get("/healthz", tags=["operations"], summary="Liveness probe")
     async def healthz() -> dict[str, str]:

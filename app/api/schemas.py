@@ -3,17 +3,25 @@
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 
 from app.jobs.status import JobStatus
 from app.services.generation_defaults import MAX_PROMPT_LENGTH, GenerationParams
 
+# PostgreSQL text cannot hold a NUL byte (the statement fails, even a lookup), so no string
+# input that reaches the ledger may carry one: it is a 422 like any other invalid value.
+NO_NUL = r"^[^\x00]*$"
 Prompt = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_PROMPT_LENGTH)
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=MAX_PROMPT_LENGTH, pattern=NO_NUL
+    ),
 ]
 NegativePrompt = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=MAX_PROMPT_LENGTH)
+    str, StringConstraints(strip_whitespace=True, max_length=MAX_PROMPT_LENGTH, pattern=NO_NUL)
 ]
+PathId = Annotated[str, Path(pattern=NO_NUL)]
 WebhookUrl = Annotated[AnyHttpUrl, Field(description="Signed POST when the job ends.")]
 
 
@@ -83,6 +91,26 @@ class LinksOut(BaseModel):
     cancel: str
 
 
+class WebhookAttemptOut(BaseModel):
+    at: datetime
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+
+
+class WebhookDeliveryOut(BaseModel):
+    id: str = Field(description="Sent as the `webhook-id` header, the same on every retry.")
+    event: str
+    state: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+    delivered_at: datetime | None
+    attempt_log: list[WebhookAttemptOut]
+
+
 class JobOut(BaseModel):
     id: str
     object: Literal["job"] = "job"
@@ -99,6 +127,9 @@ class JobOut(BaseModel):
     cost: CostOut
     images: list[ImageOut]
     webhook_url: str | None
+    webhook_deliveries: list[WebhookDeliveryOut] = Field(
+        default_factory=list, description="The signed webhooks sent for this job, with attempts."
+    )
     links: LinksOut
     replayed: bool = Field(default=False, description="True when an Idempotency-Key replayed it.")
 
@@ -111,6 +142,9 @@ class BatchOut(BaseModel):
     counts: dict[str, int]
     done: bool
     jobs: list[JobOut]
+    webhook_deliveries: list[WebhookDeliveryOut] = Field(
+        default_factory=list, description="`batch.completed`, once the last job has ended."
+    )
     replayed: bool = False
 
 
@@ -148,3 +182,8 @@ class UsageDay(BaseModel):
 class UsageOut(BaseModel):
     days: list[UsageDay]
     gpu_price_per_second: float
+
+
+class WebhookReceipt(BaseModel):
+    received: bool
+    changed: bool = Field(description="False for a repeated or out-of-date delivery.")

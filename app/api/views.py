@@ -3,7 +3,7 @@
 from collections import Counter
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from app.api.schemas import (
     BatchOut,
@@ -13,9 +13,12 @@ from app.api.schemas import (
     JobOut,
     LinksOut,
     TimingsOut,
+    WebhookAttemptOut,
+    WebhookDeliveryOut,
 )
 from app.jobs.models import Batch, Job, JobImage
 from app.jobs.status import JobStatus
+from app.notify.models import WebhookDelivery
 
 API_PREFIX = "/api/v1/runpod"
 _WAITING = (JobStatus.PENDING, JobStatus.QUEUED)
@@ -52,6 +55,36 @@ def queue_position(session: Session, job: Job) -> int | None:
     return int(ahead or 0)
 
 
+def webhook_delivery_out(delivery: WebhookDelivery) -> WebhookDeliveryOut:
+    log = [WebhookAttemptOut.model_validate(entry) for entry in delivery.attempt_log]
+    last = log[-1] if log else None
+    return WebhookDeliveryOut(
+        id=delivery.id,
+        event=delivery.event,
+        state=delivery.state,
+        attempts=delivery.attempts,
+        last_status_code=last.status_code if last else None,
+        last_error=last.error if last else None,
+        next_attempt_at=delivery.next_attempt_at,
+        created_at=delivery.created_at,
+        delivered_at=delivery.delivered_at,
+        attempt_log=log,
+    )
+
+
+def _webhook_deliveries(row: Job | Batch) -> list[WebhookDeliveryOut]:
+    """The row's client webhooks (a batch's own: `batch.completed`), read in its session."""
+    session = object_session(row)
+    if not row.webhook_url or session is None:
+        return []
+    query = select(WebhookDelivery).order_by(WebhookDelivery.created_at, WebhookDelivery.id)
+    if isinstance(row, Job):
+        query = query.where(WebhookDelivery.job_id == row.id)
+    else:
+        query = query.where(WebhookDelivery.batch_id == row.id, WebhookDelivery.job_id.is_(None))
+    return [webhook_delivery_out(delivery) for delivery in session.scalars(query)]
+
+
 def job_out(
     job: Job,
     *,
@@ -86,6 +119,7 @@ def job_out(
         ),
         images=[image_out(image) for image in job.images],
         webhook_url=job.webhook_url,
+        webhook_deliveries=_webhook_deliveries(job),
         links=LinksOut(
             status=f"{API_PREFIX}/status/{job.id}",
             events=f"{API_PREFIX}/jobs/{job.id}/events",
@@ -105,5 +139,6 @@ def batch_out(batch: Batch, *, price_per_second: float, replayed: bool = False) 
         counts=dict(counts),
         done=all(job.status.is_terminal for job in jobs),
         jobs=jobs,
+        webhook_deliveries=_webhook_deliveries(batch),
         replayed=replayed,
     )

@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     requests_per_minute: int = Field(default=120, ge=1)
     max_concurrent_jobs: int = Field(default=100, ge=1)
     max_request_bytes: int = Field(default=64 * 1024, ge=1024)
+    request_body_timeout: float = Field(default=30.0, gt=0, le=600)
     gpu_price_per_second: float = Field(default=0.00044, ge=0)
     client_webhook_attempts: int = Field(default=12, ge=1, le=50)
     webhook_signing_secret: SecretStr = SecretStr("whsec_development_only")

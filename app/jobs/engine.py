@@ -11,6 +11,7 @@ import httpx
 from app.core.config import Settings
 from app.core.db import Database
 from app.core.gate import IntervalGate
+from app.core.metrics import observe_runpod_attempt
 from app.media.store import MediaStore
 from app.runpod import RunPodClient
 from app.services.runpod_client import client_from_settings
@@ -39,6 +40,7 @@ class JobEngine:
         """The RunPod client, created on first use inside the engine's event loop."""
         if self._runpod is None:
             self._runpod = client_from_settings(self.settings)
+            self._runpod.on_attempt = observe_runpod_attempt
         return self._runpod
 
     @property

@@ -8,6 +8,8 @@ second billed job.
 """
 
 import asyncio
+import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -31,6 +33,9 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 DEFAULT_MAX_RETRIES = 4
 USER_AGENT = "podrelay/0.1"
 
+# Called after every HTTP exchange with (operation, seconds, error or None); for metrics.
+AttemptHook = Callable[[str, float, RunPodError | None], None]
+
 
 class RunPodClient:
     """Talks to one RunPod endpoint. Use as `async with RunPodClient(...) as client:`."""
@@ -46,14 +51,19 @@ class RunPodClient:
         initial_retry_delay: float = _http.INITIAL_RETRY_DELAY,
         max_retry_delay: float = _http.MAX_RETRY_DELAY,
         transport: httpx.AsyncBaseTransport | None = None,
+        on_attempt: AttemptHook | None = None,
     ) -> None:
-        """Build a client; raises `RunPodConfigError` when the key or endpoint id is empty."""
+        """Build a client; raises `RunPodConfigError` when the key or endpoint id is empty.
+
+        `on_attempt` (also settable later) observes each HTTP exchange, retries included.
+        """
         if not api_key:
             raise RunPodConfigError("RUNPOD_API_KEY is not set")
         if not endpoint_id:
             raise RunPodConfigError("the RunPod endpoint id is empty")
         self.endpoint_id = endpoint_id
         self.max_retries = max_retries
+        self.on_attempt = on_attempt
         self._initial_retry_delay = initial_retry_delay
         self._max_retry_delay = max_retry_delay
         self._http = httpx.AsyncClient(
@@ -219,9 +229,15 @@ class RunPodClient:
         name = operation.split("/", 1)[0]
         attempt = 0
         while True:
-            outcome = await self._attempt(
-                method, operation, name, json, params, idempotent, timeout
-            )
+            started = time.perf_counter()
+            try:
+                outcome = await self._attempt(
+                    method, operation, name, json, params, idempotent, timeout
+                )
+            except RunPodError as raised:
+                self._observe(name, started, raised)
+                raise
+            self._observe(name, started, None if isinstance(outcome, _Body) else outcome)
             if isinstance(outcome, _Body):
                 return outcome.value
             error = outcome
@@ -237,6 +253,14 @@ class RunPodClient:
             )
             await asyncio.sleep(delay)
             attempt += 1
+
+    def _observe(self, operation: str, started: float, error: RunPodError | None) -> None:
+        if self.on_attempt is None:
+            return
+        try:
+            self.on_attempt(operation, time.perf_counter() - started, error)
+        except Exception:  # noqa: BLE001 - an observer must never break a RunPod call
+            logger.opt(exception=True).debug("[RUNPOD] the attempt hook failed")
 
     async def _attempt(
         self,

@@ -1,0 +1,204 @@
+"""Per-caller request budget on the `/api/v1` routes: `requests_per_minute` per fixed window.
+
+A caller is its API key (its owner id), or for anonymous requests `anonymous:<client IP>`.
+A window opens with the caller's first request and lasts 60 s; every request in it counts,
+and past the budget the answer is 429 `rate_limited` with `Retry-After` until it closes.
+Fixed windows can let up to twice the budget through around a window's end; they are exact,
+cheap, and tell the client precisely when to come back.
+
+With `REDIS_URL` the counters live in Redis (one atomic script per request), shared by every
+API process. Without it they live in this process's memory, so each API process
+(`uvicorn --workers N`, replicas) grants the full budget on its own. When Redis fails, the
+process falls back to its memory counters rather than refusing or waving requests through.
+
+Every response to a limited route carries the IETF draft headers `RateLimit-Limit`,
+`RateLimit-Remaining`, `RateLimit-Reset` (seconds) and `RateLimit-Policy`; a small ASGI
+middleware adds them, so error answers, files and event streams get them too.
+
+Behind a reverse proxy, run uvicorn with `--proxy-headers --forwarded-allow-ips=<proxy>` so
+the client IP of anonymous callers is the real one and not the proxy's.
+"""
+
+import math
+import time
+from dataclasses import dataclass
+from threading import Lock
+from typing import Protocol
+
+import redis.asyncio as aioredis
+from fastapi import Request
+from loguru import logger
+from redis.exceptions import RedisError
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.deps import ANONYMOUS, CallerDep
+from app.api.errors import RateLimited
+from app.core.config import Settings
+
+WINDOW_S = 60
+REDIS_PREFIX = "podrelay:ratelimit:"
+_SCOPE_KEY = "podrelay.ratelimit"
+_REDIS_TIMEOUT_S = 1.0
+_WARN_EVERY_S = 60.0
+
+# INCR, and set the window's expiry when the counter is new (or somehow lost its expiry).
+_HIT_SCRIPT = """
+local count = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[1])
+    ttl = tonumber(ARGV[1])
+end
+return {count, ttl}
+"""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """The state of a caller's window after counting one request."""
+
+    limit: int
+    count: int
+    reset_s: int  # whole seconds until the window closes (at least 1)
+
+    @property
+    def allowed(self) -> bool:
+        return self.count <= self.limit
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.count)
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_s),
+            "RateLimit-Policy": f"{self.limit};w={WINDOW_S}",
+        }
+
+
+class RateLimiter(Protocol):
+    async def hit(self, caller_key: str, limit: int) -> Hit: ...
+
+    async def aclose(self) -> None: ...
+
+
+class MemoryRateLimiter:
+    """Counters in this process's memory (the event loop thread; a lock for thread safety)."""
+
+    def __init__(self, *, window_s: float = WINDOW_S, max_callers: int = 100_000) -> None:
+        self._window_s = window_s
+        self._max_callers = max_callers
+        self._windows: dict[str, tuple[float, int]] = {}  # caller -> (closes at, count)
+        self._lock = Lock()
+        self._next_sweep = 0.0
+
+    async def hit(self, caller_key: str, limit: int) -> Hit:
+        now = time.monotonic()
+        with self._lock:
+            if now >= self._next_sweep or len(self._windows) >= self._max_callers:
+                self._sweep(now)
+            closes_at, count = self._windows.get(caller_key, (0.0, 0))
+            if closes_at <= now:
+                closes_at, count = now + self._window_s, 0
+            count += 1
+            self._windows[caller_key] = (closes_at, count)
+        return Hit(limit=limit, count=count, reset_s=max(1, math.ceil(closes_at - now)))
+
+    def _sweep(self, now: float) -> None:
+        self._windows = {key: value for key, value in self._windows.items() if value[0] > now}
+        self._next_sweep = now + self._window_s
+
+    async def aclose(self) -> None:
+        self._windows.clear()
+
+
+class RedisRateLimiter:
+    """Counters in Redis, shared by all API processes; memory counters while Redis fails."""
+
+    def __init__(self, redis_url: str, *, window_s: int = WINDOW_S) -> None:
+        self._redis = aioredis.Redis.from_url(
+            redis_url,
+            socket_timeout=_REDIS_TIMEOUT_S,
+            socket_connect_timeout=_REDIS_TIMEOUT_S,
+        )
+        self._script = self._redis.register_script(_HIT_SCRIPT)
+        self._window_ms = window_s * 1000
+        self._fallback = MemoryRateLimiter(window_s=window_s)
+        self._warned_at = -math.inf
+
+    async def hit(self, caller_key: str, limit: int) -> Hit:
+        try:
+            count, ttl_ms = await self._script(
+                keys=[REDIS_PREFIX + caller_key], args=[self._window_ms]
+            )
+        except (RedisError, OSError) as error:
+            now = time.monotonic()
+            if now - self._warned_at >= _WARN_EVERY_S:
+                self._warned_at = now
+                logger.warning("rate limits fall back to this process's memory: {}", error)
+            return await self._fallback.hit(caller_key, limit)
+        return Hit(limit=limit, count=int(count), reset_s=max(1, math.ceil(int(ttl_ms) / 1000)))
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+        await self._fallback.aclose()
+
+
+def rate_limiter_from_settings(settings: Settings) -> RateLimiter:
+    if settings.redis_url:
+        return RedisRateLimiter(settings.redis_url)
+    return MemoryRateLimiter()
+
+
+def _limiter(request: Request) -> RateLimiter:
+    state = request.app.state
+    limiter: RateLimiter | None = getattr(state, "rate_limiter", None)
+    if limiter is None:  # the lifespan normally sets it; an app without one still limits
+        limiter = state.rate_limiter = MemoryRateLimiter()
+    return limiter
+
+
+def caller_key(request: Request, owner: str) -> str:
+    if owner != ANONYMOUS:
+        return owner
+    host = request.client.host if request.client else "unknown"
+    return f"{ANONYMOUS}:{host}"
+
+
+async def enforce_rate_limit(request: Request, caller: CallerDep) -> None:
+    """Router dependency: count the request against the caller's budget, or answer 429."""
+    hit = await _limiter(request).hit(caller_key(request, caller.owner), caller.requests_per_minute)
+    headers = hit.headers()
+    request.scope[_SCOPE_KEY] = headers
+    if not hit.allowed:
+        raise RateLimited(
+            f"over {hit.limit} requests per minute; retry in {hit.reset_s} s",
+            retry_after=hit.reset_s,
+            headers={**headers, "Retry-After": str(hit.reset_s)},
+        )
+
+
+class RateLimitHeadersMiddleware:
+    """Adds the headers `enforce_rate_limit` left in the scope to whatever answer is sent."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                values: dict[str, str] | None = scope.get(_SCOPE_KEY)
+                if values:
+                    headers = MutableHeaders(scope=message)
+                    for name, value in values.items():
+                        headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
