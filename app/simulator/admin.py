@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from app.simulator.errors import ApiError, json_error
 from app.simulator.images import render_png
+from app.simulator.jobs import JobStatus
 from app.simulator.state import Simulator
 
 
@@ -42,9 +43,10 @@ def admin_router(sim: Simulator) -> APIRouter:
         return JSONResponse(sim.counters.as_dict(sim.engine.jobs_by_status()))
 
     @router.get("/_sim/jobs", tags=["simulator admin"])
-    async def get_jobs() -> Response:
-        """Show when each finished job finished (Unix time), to measure how late others learn it."""
-        return JSONResponse({"finished_at": sim.engine.finish_times()})
+    async def get_jobs(since: float = 0.0, status: JobStatus | None = None) -> Response:
+        """Show when each job still kept finished (Unix time), if at `since` or later and, when
+        `status` is given, if it ended in that status."""
+        return JSONResponse({"finished_at": sim.engine.finish_times(since, status)})
 
     @router.post("/_sim/reset", tags=["simulator admin"])
     async def reset() -> Response:

@@ -130,13 +130,16 @@ class Engine:
             "workers": self._pool.counts(self._now(), self._config.worker_idle_timeout_s),
         }
 
-    def finish_times(self) -> dict[str, float]:
-        """When each finished job reached its final status, as Unix time, by job id."""
+    def finish_times(self, since: float = 0.0, status: JobStatus | None = None) -> dict[str, float]:
+        """When each job finished at `since` (Unix time) or later, as Unix time, by job id;
+        only jobs that ended in `status` when one is given."""
         offset = time.time() - self._now()
         return {
             job.id: job.finished_at + offset
             for job in self._jobs.values()
             if job.finished_at is not None
+            and job.finished_at + offset >= since
+            and status in (None, job.status)
         }
 
     def jobs_by_status(self) -> dict[str, int]:
@@ -157,6 +160,10 @@ class Engine:
         self._sequence = 0
 
     # Scheduling.
+
+    def rescale(self) -> None:
+        """Apply a changed `workers` knob now: added workers take queued jobs at once."""
+        self._dispatch()
 
     def _enqueue(self, job: Job) -> None:
         self._queue.push(job)

@@ -56,6 +56,8 @@ class Simulator:
         merged = SimulatorConfig.model_validate({**self.config.model_dump(), **changes})
         for name in changes:
             setattr(self.config, name, getattr(merged, name))
+        if "workers" in changes:
+            self.engine.rescale()
 
     async def reset(self) -> None:
         """Drop jobs, counters and rate-limit history, and restore the startup knobs."""
