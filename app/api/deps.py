@@ -27,7 +27,9 @@ class Caller:
     max_concurrent_jobs: int
 
 
-def get_engine(request: Request) -> JobEngine:
+# Dependencies without I/O are `async def`: FastAPI runs a plain `def` one in the threadpool,
+# a thread hop per request for nothing (and a wait for a thread when the pool is busy).
+async def get_engine(request: Request) -> JobEngine:
     engine: JobEngine = request.app.state.engine
     return engine
 
@@ -79,7 +81,7 @@ def get_current_user_optional(
         )
 
 
-def get_current_user(
+async def get_current_user(
     engine: EngineDep, caller: Annotated[Caller | None, Depends(get_current_user_optional)]
 ) -> Caller:
     if caller is not None:
@@ -100,7 +102,7 @@ def get_current_user(
 CallerDep = Annotated[Caller, Depends(get_current_user)]
 
 
-def require_admin(caller: CallerDep) -> Caller:
+async def require_admin(caller: CallerDep) -> Caller:
     if not caller.is_admin:
         raise Forbidden("this needs an admin API key", code="admin_required")
     return caller

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
+_PROBLEM_REF = "#/components/schemas/Problem"
 
 
 class Problem(BaseModel):
@@ -76,6 +77,15 @@ class UpstreamUnavailable(ApiError):
     status_code, code, title, retryable = 503, "upstream_unavailable", "Upstream unavailable", True
 
 
+def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: each status answered as an `application/problem+json` Problem.
+
+    FastAPI would document a `model` under `application/json`, so the schema is a reference to
+    the `Problem` component that `install_error_handlers` adds to the OpenAPI document.
+    """
+    return {code: {"content": {PROBLEM_JSON: {"schema": {"$ref": _PROBLEM_REF}}}} for code in codes}
+
+
 def problem_response(
     status: int,
     code: str,
@@ -128,6 +138,8 @@ _HTTP_CODES = {
 
 
 def install_error_handlers(application: FastAPI) -> None:
+    _document_problems(application)
+
     @application.exception_handler(ApiError)
     async def api_error(_: Request, error: ApiError) -> JSONResponse:
         return problem_response(
@@ -164,3 +176,18 @@ def install_error_handlers(application: FastAPI) -> None:
             "an unexpected error occurred",
             retryable=True,
         )
+
+
+def _document_problems(application: FastAPI) -> None:
+    """Add the `Problem` component that `problem_responses` refers to to the OpenAPI document."""
+    build = application.openapi
+
+    def openapi() -> dict[str, Any]:
+        fresh = application.openapi_schema is None
+        document = build()  # FastAPI caches it on the application
+        if fresh:
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            schemas["Problem"] = Problem.model_json_schema(mode="serialization")
+        return document
+
+    application.openapi = openapi  # type: ignore[method-assign]

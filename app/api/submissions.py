@@ -126,14 +126,16 @@ def _new_job(session: Session, engine: JobEngine, caller: Caller, body: Generate
         params=_params(body),
         timeout_s=timeout,
     )
-    job.webhook_url = str(body.webhook_url) if body.webhook_url else None
+    if body.webhook_url is not None:  # set after the INSERT: None would cost an UPDATE
+        job.webhook_url = str(body.webhook_url)
     return job.id
 
 
 def _new_batch(session: Session, engine: JobEngine, caller: Caller, body: BatchRequest) -> str:
     timeout = _check_request(session, engine, caller, body, len(body.prompts))
     batch = service.create_batch(session, owner=caller.owner, size=len(body.prompts))
-    batch.webhook_url = str(body.webhook_url) if body.webhook_url else None
+    if body.webhook_url is not None:
+        batch.webhook_url = str(body.webhook_url)
     for index, prompt in enumerate(body.prompts):
         job = service.create_job(
             session,
@@ -145,5 +147,6 @@ def _new_batch(session: Session, engine: JobEngine, caller: Caller, body: BatchR
             batch=batch,
             batch_index=index,
         )
-        job.webhook_url = batch.webhook_url
+        if batch.webhook_url is not None:
+            job.webhook_url = batch.webhook_url
     return batch.id

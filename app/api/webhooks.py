@@ -3,8 +3,9 @@
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Request
-from fastapi.responses import JSONResponse
 
+from app.api.errors import ApiError, Conflict, NotFound, problem_responses
+from app.api.schemas import NO_NUL, WebhookReceipt
 from app.jobs.engine import JobEngine
 from app.jobs.models import Job
 from app.jobs.status import JobStatus
@@ -12,18 +13,19 @@ from app.jobs.webhooks import WebhookRejected, receive_runpod_webhook
 from app.tasks.runpod_tasks import cancel_runpod_job_task, store_images_task
 
 router = APIRouter(tags=["webhooks"])
+_REJECTIONS: dict[int, type[ApiError]] = {404: NotFound, 409: Conflict}
 
 
 @router.post(
     "/webhooks/runpod/{token}",
     summary="Receive a RunPod job webhook",
-    responses={400: {}, 404: {}, 409: {}},
+    responses=problem_responses(400, 404, 408, 409, 413, 422),
 )
 def runpod_webhook(
     request: Request,
-    token: Annotated[str, Path(min_length=16, max_length=64)],
+    token: Annotated[str, Path(min_length=16, max_length=64, pattern=NO_NUL)],
     payload: Annotated[Any, Body()],
-) -> JSONResponse:
+) -> WebhookReceipt:
     """RunPod calls this when a job ends. The token in the path is the job's secret."""
     engine: JobEngine = request.app.state.engine
     try:
@@ -34,12 +36,11 @@ def runpod_webhook(
                 image.state == "pending" for image in job.images
             )
     except WebhookRejected as error:
-        return JSONResponse(
-            {"code": "webhook_rejected", "detail": str(error)}, status_code=error.status_code
-        )
+        rejection = _REJECTIONS.get(error.status_code, ApiError)
+        raise rejection(str(error), code="webhook_rejected") from None
     # Enqueued only after the commit above, so the tasks always find what they look for.
     if outcome.changed and needs_images:
         store_images_task.delay(outcome.job_id)
     for runpod_job_id in outcome.cancel_runpod_jobs:
         cancel_runpod_job_task.delay(runpod_job_id)
-    return JSONResponse({"received": True, "changed": outcome.changed})
+    return WebhookReceipt(received=True, changed=outcome.changed)

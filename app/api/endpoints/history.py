@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -12,8 +13,8 @@ from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import select
 
 from app.api.deps import CallerDep, EngineDep, SessionDep
-from app.api.errors import NotFound, Problem
-from app.api.schemas import BatchOut, JobPage, UsageDay, UsageOut
+from app.api.errors import NotFound, problem_responses
+from app.api.schemas import NO_NUL, BatchOut, JobPage, PathId, UsageDay, UsageOut
 from app.api.views import batch_out, job_out
 from app.jobs.engine import JobEngine
 from app.jobs.models import Batch, Job, JobEvent, JobImage
@@ -21,12 +22,11 @@ from app.jobs.status import JobStatus
 from app.media.store import MediaError
 
 router = APIRouter()
-ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": Problem, "content": {"application/problem+json": {}}} for code in (401, 404)
-}
+ERRORS = problem_responses(401, 404, 422)
 SSE_POLL_S = 0.5
 SSE_HEARTBEAT_S = 15.0
 SSE_MAX_S = 3600.0
+_EVENT_ID = re.compile(r"[0-9]{1,18}")
 
 
 @router.get("/jobs", summary="The caller's jobs, newest first", responses=ERRORS)
@@ -35,9 +35,11 @@ def list_jobs(
     session: SessionDep,
     engine: EngineDep,
     status: JobStatus | None = None,
-    batch_id: Annotated[str | None, Query(max_length=40)] = None,
+    batch_id: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=40, description="`next_cursor`")] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=40, pattern=NO_NUL, description="`next_cursor`")
+    ] = None,
 ) -> JobPage:
     query = select(Job).where(Job.owner == caller.owner)
     if status is not None:
@@ -64,7 +66,9 @@ def list_jobs(
 
 
 @router.get("/batches/{batch_id}", summary="A batch and its jobs", responses=ERRORS)
-def get_batch(batch_id: str, caller: CallerDep, session: SessionDep, engine: EngineDep) -> BatchOut:
+def get_batch(
+    batch_id: PathId, caller: CallerDep, session: SessionDep, engine: EngineDep
+) -> BatchOut:
     batch = session.get(Batch, batch_id)
     if batch is None or batch.owner != caller.owner:
         raise NotFound("no such batch", code="batch_not_found")
@@ -78,7 +82,7 @@ def get_batch(batch_id: str, caller: CallerDep, session: SessionDep, engine: Eng
     response_class=StreamingResponse,
 )
 def job_events(
-    job_id: str,
+    job_id: PathId,
     request: Request,
     caller: CallerDep,
     engine: EngineDep,
@@ -90,12 +94,21 @@ def job_events(
         job = session.get(Job, job_id)
         if job is None or job.owner != caller.owner:
             raise NotFound("no such job", code="job_not_found")
-    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    after = _resume_after(last_event_id)
     return StreamingResponse(
         _event_stream(engine, job_id, after, request),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _resume_after(last_event_id: str | None) -> int:
+    """The event id a reconnecting client last saw; 0 (replay all) when it is not one. Only
+    ASCII digits, and few enough for a BIGINT: `int()` also takes "²" (and fails) or 5000
+    digits (and fails), and SQLite cannot bind an integer past 64 bits."""
+    if last_event_id and _EVENT_ID.fullmatch(last_event_id):
+        return int(last_event_id)
+    return 0
 
 
 async def _event_stream(
@@ -147,7 +160,7 @@ def _events_after(
     response_class=FileResponse,
 )
 def get_image(
-    image_id: str, caller: CallerDep, session: SessionDep, engine: EngineDep
+    image_id: PathId, caller: CallerDep, session: SessionDep, engine: EngineDep
 ) -> FileResponse:
     image = session.get(JobImage, image_id)
     if image is None or image.job.owner != caller.owner:
@@ -169,7 +182,9 @@ def get_image(
 
 
 @router.get(
-    "/usage", summary="The caller's jobs, images, GPU time and cost per day", responses=ERRORS
+    "/usage",
+    summary="The caller's jobs, images, GPU time and cost per day",
+    responses=problem_responses(401, 422),
 )
 def usage(caller: CallerDep, session: SessionDep, engine: EngineDep) -> UsageOut:
     price = engine.settings.gpu_price_per_second

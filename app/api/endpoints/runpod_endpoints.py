@@ -12,13 +12,14 @@ from sqlalchemy import func, select
 
 from app.api.deps import Caller, CallerDep, EngineDep, SessionDep, require_admin
 from app.api.endpoints import history
-from app.api.errors import Conflict, NotFound, Problem
+from app.api.errors import Conflict, NotFound, problem_responses
 from app.api.schemas import (
     BatchOut,
     BatchRequest,
     ConnectionTestOut,
     GenerateRequest,
     JobOut,
+    PathId,
     QueueStatsOut,
 )
 from app.api.submissions import create_batch, create_generation
@@ -35,10 +36,16 @@ from app.tasks.runpod_tasks import cancel_runpod_job_task, submit_job_task
 router = APIRouter(prefix="/runpod", tags=["runpod"])
 router.include_router(history.router)
 
-ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": Problem, "content": {"application/problem+json": {}}}
-    for code in (401, 403, 404, 409, 422, 429)
+# What each route can answer besides success (all `application/problem+json`, see errors.py).
+# 429 is on every route (the rate limit, see app.main); 408 and 413 are the body limits.
+SUBMIT_ERRORS = {
+    **problem_responses(400, 401, 408, 409, 413, 422, 429),
+    200: {"model": JobOut, "description": "The job ended within `Prefer: wait=N`."},
 }
+BATCH_ERRORS = problem_responses(400, 401, 408, 409, 413, 422, 429)
+JOB_ERRORS = problem_responses(401, 404, 422)
+CANCEL_ERRORS = problem_responses(401, 404, 409, 422)
+ADMIN_ERRORS = problem_responses(401, 403, 422)
 MAX_WAIT_S = 60
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+)")
 IdempotencyKey = Annotated[str | None, Header(max_length=255, alias="Idempotency-Key")]
@@ -65,7 +72,7 @@ def _job_view(engine: JobEngine, job_id: str, *, replayed: bool = False) -> JobO
         )
 
 
-@router.post("/generate", status_code=202, summary="Start a generation", responses=ERRORS)
+@router.post("/generate", status_code=202, summary="Start a generation", responses=SUBMIT_ERRORS)
 async def generate(
     body: GenerateRequest,
     caller: CallerDep,
@@ -92,7 +99,10 @@ async def generate(
 
 
 @router.post(
-    "/generate/batch", status_code=202, summary="Start up to 10 generations", responses=ERRORS
+    "/generate/batch",
+    status_code=202,
+    summary="Start up to 10 generations",
+    responses=BATCH_ERRORS,
 )
 async def generate_batch(
     body: BatchRequest,
@@ -117,16 +127,16 @@ async def generate_batch(
     return view
 
 
-@router.get("/status/{task_id}", summary="A job's status and result", responses=ERRORS)
-def status(task_id: str, caller: CallerDep, session: SessionDep, engine: EngineDep) -> JobOut:
+@router.get("/status/{task_id}", summary="A job's status and result", responses=JOB_ERRORS)
+def status(task_id: PathId, caller: CallerDep, session: SessionDep, engine: EngineDep) -> JobOut:
     """Accepts the job id, or the Celery task id a seed-style task returned."""
     job = _owned_job(session, caller, task_id)
     price = engine.settings.gpu_price_per_second
     return job_out(job, price_per_second=price, position=queue_position(session, job))
 
 
-@router.delete("/cancel/{task_id}", summary="Cancel a job", responses=ERRORS)
-def cancel(task_id: str, caller: CallerDep, engine: EngineDep) -> JobOut:
+@router.delete("/cancel/{task_id}", summary="Cancel a job", responses=CANCEL_ERRORS)
+def cancel(task_id: PathId, caller: CallerDep, engine: EngineDep) -> JobOut:
     """Cancels the job, at RunPod too; 409 when it already finished."""
     with engine.db.session() as session:
         job = _owned_job(session, caller, task_id)
@@ -146,7 +156,7 @@ def cancel(task_id: str, caller: CallerDep, engine: EngineDep) -> JobOut:
 @router.post(
     "/test",
     summary="Test the RunPod connection",
-    responses=ERRORS,
+    responses=ADMIN_ERRORS,
     dependencies=[Depends(require_admin)],
 )
 async def test_connection(engine: EngineDep) -> ConnectionTestOut:
@@ -157,7 +167,7 @@ async def test_connection(engine: EngineDep) -> ConnectionTestOut:
 @router.get(
     "/queue/stats",
     summary="Queue statistics",
-    responses=ERRORS,
+    responses=ADMIN_ERRORS,
     dependencies=[Depends(require_admin)],
 )
 async def queue_stats(engine: EngineDep) -> QueueStatsOut:
