@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     submit_retry_base: float = Field(default=60.0, ge=0, le=3600)
     runpod_status_rate_limit: int = Field(default=2000, ge=1)
     runpod_status_rate_window: float = Field(default=10.0, gt=0)
+    runpod_run_rate_limit: int = Field(default=1000, ge=1)
+    runpod_cancel_rate_limit: int = Field(default=100, ge=1)
     poll_sweep_interval: float = Field(default=1.0, gt=0, le=60)
     webhook_safety_poll: float = Field(default=60.0, gt=0)
     reconcile_interval: float = Field(default=15.0, gt=0)

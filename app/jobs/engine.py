@@ -4,6 +4,7 @@ One `JobEngine` per process. Its async parts run on one event loop (the worker's
 loop, or the API's), which owns the RunPod client and the download client.
 """
 
+import asyncio
 from dataclasses import dataclass, field
 
 import httpx
@@ -16,6 +17,8 @@ from app.media.store import MediaStore
 from app.runpod import RunPodClient
 from app.services.runpod_client import client_from_settings
 
+RUNPOD_CONCURRENCY = 64
+
 
 @dataclass
 class JobEngine:
@@ -25,6 +28,8 @@ class JobEngine:
     gate: IntervalGate
     _runpod: RunPodClient | None = field(default=None, init=False)
     _http: httpx.AsyncClient | None = field(default=None, init=False)
+    _slots: asyncio.Semaphore | None = field(default=None, init=False)
+    _tick_lock: asyncio.Lock | None = field(default=None, init=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "JobEngine":
@@ -42,6 +47,21 @@ class JobEngine:
             self._runpod = client_from_settings(self.settings)
             self._runpod.on_attempt = observe_runpod_attempt
         return self._runpod
+
+    @property
+    def runpod_slots(self) -> asyncio.Semaphore:
+        """Bounds concurrent RunPod calls well below the client's connection pool, so a burst
+        (thousands of polls or cancels) queues here instead of timing out in the pool."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(RUNPOD_CONCURRENCY)
+        return self._slots
+
+    @property
+    def tick_lock(self) -> asyncio.Lock:
+        """Held by the tracker's tick, so ticks of one process never overlap."""
+        if self._tick_lock is None:
+            self._tick_lock = asyncio.Lock()
+        return self._tick_lock
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -62,3 +82,4 @@ class JobEngine:
         if self._http is not None:
             await self._http.aclose()
         self._runpod = self._http = None
+        self._slots = self._tick_lock = None

@@ -6,7 +6,10 @@ attempt carries its own webhook token, so such an orphan is recognised when its 
 arrives, and only one result is ever kept (see `app.jobs.webhooks`).
 """
 
+import asyncio
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from loguru import logger
 from sqlalchemy.orm import Session
@@ -31,47 +34,82 @@ SUBMIT_LEASE_S = 120.0
 FIRST_POLL_S = 1.0
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    job_id: str
+    token: str
+    job_input: dict[str, Any]
+    remaining_s: float
+
+
 async def submit_job(engine: JobEngine, job_id: str) -> None:
     """Submit the job if it still needs it; safe to call twice, even at the same time."""
+    await submit_jobs(engine, [job_id])
+
+
+async def submit_jobs(engine: JobEngine, job_ids: list[str]) -> int:
+    """Submit many jobs with two transactions in all, their POST /run calls concurrent.
+
+    Returns how many were sent to RunPod.
+    """
+    prepared = _prepare(engine, job_ids)
+    if not prepared:
+        return 0
+
+    async def send(item: _Prepared) -> JobState | RunPodError:
+        async with engine.runpod_slots:
+            try:
+                return await engine.runpod.run(
+                    item.job_input,
+                    webhook=engine.webhook_url(item.token),
+                    policy=deadline_policy(item.remaining_s),
+                )
+            except RunPodError as error:
+                return error
+
+    outcomes = await asyncio.gather(*(send(item) for item in prepared))
+    duplicates: list[str] = []
     with engine.db.session() as session:
-        claimed = claim(session, [job_id], lease_s=SUBMIT_LEASE_S)
-        if not claimed:
-            return
-        job = claimed[0]
-        if job.status != JobStatus.PENDING or job.runpod_job_id:
-            release(job, next_check_at=job.next_poll_at)
-            return
-        remaining = (job.deadline_at - utcnow()).total_seconds()
-        if remaining <= 0:
-            move(
-                session,
-                job,
-                JobStatus.TIMED_OUT,
-                error_code="deadline_exceeded",
-                message="the job was not accepted by RunPod before its deadline",
+        for item, outcome in zip(prepared, outcomes, strict=True):
+            if isinstance(outcome, RunPodError):
+                _record_failure(session, engine, item.job_id, item.token, outcome)
+            elif duplicate := _record_acceptance(session, engine, item.job_id, item.token, outcome):
+                duplicates.append(duplicate)
+    await asyncio.gather(*(cancel_quietly(engine, runpod_id) for runpod_id in duplicates))
+    return len(prepared)
+
+
+def _prepare(engine: JobEngine, job_ids: list[str]) -> list[_Prepared]:
+    """Claim the jobs that still need submitting and open a submission for each."""
+    prepared: list[_Prepared] = []
+    with engine.db.session() as session:
+        for job in claim(session, job_ids, lease_s=SUBMIT_LEASE_S):
+            if job.status != JobStatus.PENDING or job.runpod_job_id:
+                release(job, next_check_at=job.next_poll_at)
+                continue
+            remaining = (job.deadline_at - utcnow()).total_seconds()
+            if remaining <= 0:
+                move(
+                    session,
+                    job,
+                    JobStatus.TIMED_OUT,
+                    error_code="deadline_exceeded",
+                    message="the job was not accepted by RunPod before its deadline",
+                )
+                release(job, next_check_at=None)
+                continue
+            job_input = build_runpod_input(
+                job.prompt, job.negative_prompt, GenerationParams.model_validate(job.params)
             )
-            return
-        token = new_submission(session, job).token
-        job_input = build_runpod_input(
-            job.prompt, job.negative_prompt, GenerationParams.model_validate(job.params)
-        )
-    try:
-        state = await engine.runpod.run(
-            job_input, webhook=engine.webhook_url(token), policy=deadline_policy(remaining)
-        )
-    except RunPodError as error:
-        with engine.db.session() as session:
-            _record_failure(session, engine, job_id, token, error)
-        return
-    with engine.db.session() as session:
-        duplicate = _record_acceptance(session, engine, job_id, token, state)
-    if duplicate:
-        await cancel_quietly(engine, duplicate)
+            token = new_submission(session, job).token
+            prepared.append(_Prepared(job.id, token, job_input, remaining))
+    return prepared
 
 
 async def cancel_quietly(engine: JobEngine, runpod_job_id: str) -> None:
     try:
-        await engine.runpod.cancel(runpod_job_id)
+        async with engine.runpod_slots:
+            await engine.runpod.cancel(runpod_job_id)
     except RunPodError as error:
         logger.warning("[RUNPOD TASK] could not cancel RunPod job {}: {}", runpod_job_id, error)
 

@@ -19,12 +19,11 @@ from app.jobs.models import Job
 from app.jobs.results import apply_state
 from app.jobs.service import claim, move, release
 from app.jobs.status import ACTIVE, JobStatus
-from app.jobs.submit import cancel_quietly, submit_job
+from app.jobs.submit import cancel_quietly, submit_jobs
 from app.notify.deliveries import deliver_due
 from app.runpod import JobState, NotFoundError, RunPodError
 
 POLL_LEASE_S = 60.0
-_CONCURRENCY = 64
 # Keep a tenth of RunPod's /status allowance spare for status calls made elsewhere.
 _RATE_SHARE = 0.9
 
@@ -39,23 +38,35 @@ class TickReport:
 
 
 async def tick(engine: JobEngine) -> TickReport | None:
-    """One pass of the tracker, or None when another process just did one."""
+    """One pass of the tracker, or None when another one runs or just ran.
+
+    Each phase is bounded by its own per-tick budget, so none starves the others: polls first
+    (they finish jobs), then deadlines, submissions, image downloads and client webhooks.
+    """
     settings = engine.settings
-    if not engine.gate.try_pass("tracker", settings.poll_sweep_interval):
+    if engine.tick_lock.locked():
         return None
-    report = TickReport()
-    report.timed_out = await enforce_deadlines(engine)
-    report.submitted = await resubmit_due(engine)
-    report.polled = await poll_due(engine)
-    report.images = await store_due_images(engine)
-    report.webhooks = await deliver_due(engine)  # after images, so job.completed has them
-    return report
+    async with engine.tick_lock:
+        if not engine.gate.try_pass("tracker", settings.poll_sweep_interval):
+            return None
+        report = TickReport()
+        report.polled = await poll_due(engine)
+        report.timed_out = await enforce_deadlines(engine)
+        report.submitted = await resubmit_due(engine)
+        report.images = await store_due_images(engine)
+        report.webhooks = await deliver_due(engine)  # after images, so job.completed has them
+        return report
+
+
+def _tick_share(engine: JobEngine, per_window: int) -> int:
+    """One tick's share of a RunPod per-window rate limit."""
+    settings = engine.settings
+    per_tick = per_window * settings.poll_sweep_interval / settings.runpod_status_rate_window
+    return max(1, int(per_tick * _RATE_SHARE))
 
 
 def poll_budget(engine: JobEngine) -> int:
-    settings = engine.settings
-    per_tick = settings.runpod_status_rate_limit * settings.poll_sweep_interval
-    return max(1, int(per_tick / settings.runpod_status_rate_window * _RATE_SHARE))
+    return _tick_share(engine, engine.settings.runpod_status_rate_limit)
 
 
 def next_poll_delay(engine: JobEngine, job: Job) -> float:
@@ -79,16 +90,7 @@ async def poll_due(engine: JobEngine) -> int:
         targets = [(job.id, job.runpod_job_id or "") for job in jobs]
     if not targets:
         return 0
-    limit = asyncio.Semaphore(_CONCURRENCY)
-
-    async def read(runpod_job_id: str) -> JobState | RunPodError:
-        async with limit:
-            try:
-                return await engine.runpod.status(runpod_job_id)
-            except RunPodError as error:
-                return error
-
-    readings = await asyncio.gather(*(read(runpod_id) for _, runpod_id in targets))
+    readings = await asyncio.gather(*(_read(engine, runpod_id) for _, runpod_id in targets))
     with engine.db.session() as session:
         for (job_id, runpod_id), reading in zip(targets, readings, strict=True):
             job = session.get_one(Job, job_id)
@@ -109,44 +111,63 @@ async def poll_due(engine: JobEngine) -> int:
     return len(targets)
 
 
+async def _read(engine: JobEngine, runpod_job_id: str) -> JobState | RunPodError:
+    async with engine.runpod_slots:
+        try:
+            return await engine.runpod.status(runpod_job_id)
+        except RunPodError as error:
+            return error
+
+
 async def resubmit_due(engine: JobEngine) -> int:
-    """Submit pending jobs whose submission is due: retries, and ones whose message was lost."""
+    """Submit pending jobs whose submission is due (retries, lost messages, bursts), in one
+    batch bounded by this tick's share of RunPod's /run limit."""
     with engine.db.session() as session:
         due = session.scalars(
             select(Job.id)
             .where(Job.status == JobStatus.PENDING, Job.next_poll_at <= utcnow())
             .order_by(Job.next_poll_at)
-            .limit(200)
+            .limit(_tick_share(engine, engine.settings.runpod_run_rate_limit))
         ).all()
-    limit = asyncio.Semaphore(_CONCURRENCY)
-
-    async def submit(job_id: str) -> None:
-        async with limit:
-            await submit_job(engine, job_id)
-
-    await asyncio.gather(*(submit(job_id) for job_id in due))
-    return len(due)
+    return await submit_jobs(engine, list(due))
 
 
 async def enforce_deadlines(engine: JobEngine) -> int:
-    """Cancel at RunPod and time out every active job past its deadline."""
+    """Time out active jobs past their deadline, cancelling them at RunPod. A job that did
+    finish at RunPod meanwhile gets its real result instead; cancels stay within RunPod's limit."""
     with engine.db.session() as session:
         overdue = session.scalars(
             select(Job.id)
             .where(Job.status.in_([status.value for status in ACTIVE]))
             .where(Job.deadline_at <= utcnow())
-            .limit(500)
+            .limit(_tick_share(engine, engine.settings.runpod_cancel_rate_limit))
         ).all()
         jobs = claim(session, list(overdue), lease_s=POLL_LEASE_S)
-        to_cancel = [job.runpod_job_id for job in jobs if job.runpod_job_id]
-        for job in jobs:
-            move(
-                session,
-                job,
-                JobStatus.TIMED_OUT,
-                error_code="deadline_exceeded",
-                message=f"the job did not finish within {job.timeout_s:g} s",
-            )
+        targets = [(job.id, job.runpod_job_id) for job in jobs]
+    readings = await asyncio.gather(
+        *(_read(engine, runpod_id) for _, runpod_id in targets if runpod_id)
+    )
+    final = {
+        reading.id: reading
+        for reading in readings
+        if isinstance(reading, JobState) and reading.is_terminal
+    }
+    to_cancel: list[str] = []
+    with engine.db.session() as session:
+        for job_id, runpod_id in targets:
+            job = session.get_one(Job, job_id)
+            if runpod_id and runpod_id in final:
+                apply_state(session, job, final[runpod_id], store=engine.store, source="deadline")
+            else:
+                move(
+                    session,
+                    job,
+                    JobStatus.TIMED_OUT,
+                    error_code="deadline_exceeded",
+                    message=f"the job did not finish within {job.timeout_s:g} s",
+                )
+                if runpod_id:
+                    to_cancel.append(runpod_id)
             release(job, next_check_at=None)
     await asyncio.gather(*(cancel_quietly(engine, runpod_id) for runpod_id in to_cancel))
-    return len(jobs)
+    return len(targets)

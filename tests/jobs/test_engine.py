@@ -12,8 +12,8 @@ from app.jobs.cancel import JobAlreadyFinished, cancel_job
 from app.jobs.engine import JobEngine
 from app.jobs.models import Job
 from app.jobs.status import JobStatus
-from app.jobs.submit import submit_job
-from app.jobs.tracking import poll_budget, poll_due
+from app.jobs.submit import submit_job, submit_jobs
+from app.jobs.tracking import enforce_deadlines, poll_budget, poll_due
 from app.simulator.server import SimulatorServer
 from tests.jobs.conftest import engine_settings
 from tests.jobs.helpers import (
@@ -33,12 +33,16 @@ async def test_job_completes_and_its_image_is_kept(engine: JobEngine) -> None:
     await track_until_terminal(engine, job_id)
     job = load(engine, job_id)
     assert job.status == JobStatus.COMPLETED
-    assert job.delay_ms is not None and job.execution_ms is not None
-    assert job.submitted_at and job.finished_at and job.finished_at >= job.submitted_at
+    assert job.delay_ms is not None
+    assert job.execution_ms is not None
+    assert job.submitted_at
+    assert job.finished_at
+    assert job.finished_at >= job.submitted_at
     [image] = job.images
     assert image.state == "stored"
     assert (image.width, image.height, image.mime_type) == (256, 256, "image/png")
-    assert image.source_url and image.source_url.startswith("http://127.0.0.1")
+    assert image.source_url
+    assert image.source_url.startswith("http://127.0.0.1")
     stored = engine.store.read(image.storage_key or "")
     assert len(stored) == image.size_bytes
     kinds = event_kinds(engine, job_id)
@@ -80,7 +84,8 @@ async def test_worker_failure_is_final_with_a_readable_error(
     job = load(engine, job_id)
     assert job.status == JobStatus.FAILED
     assert job.error_code == "worker_failed"
-    assert job.error_message and "Traceback" not in job.error_message
+    assert job.error_message
+    assert "Traceback" not in job.error_message
     assert job.attempts == 1
 
 
@@ -224,3 +229,27 @@ async def test_unreachable_image_is_retried_then_recorded_as_failed(
     assert image.state == "failed"
     assert image.download_attempts == engine.settings.image_download_attempts
     assert image.error == "download answered HTTP 404"
+
+
+async def test_deadline_keeps_a_result_that_arrived_meanwhile(engine: JobEngine) -> None:
+    job_id = make_job(engine, timeout_s=1.0)
+    await submit_job(engine, job_id)
+    with engine.db.session() as session:  # no poll before the deadline
+        session.get_one(Job, job_id).next_poll_at = None
+    await asyncio.sleep(1.3)
+    assert await enforce_deadlines(engine) == 1
+    job = load(engine, job_id)
+    assert job.status == JobStatus.COMPLETED
+    assert len(job.images) == 1
+
+
+async def test_batched_submission_sends_each_job_once(
+    engine: JobEngine, simulator: SimulatorServer
+) -> None:
+    job_ids = [make_job(engine, f"batch {n}") for n in range(20)]
+    assert await submit_jobs(engine, [*job_ids, *job_ids[:5]]) == 20
+    assert await submit_jobs(engine, job_ids) == 0
+    counters = simulator.counters()
+    assert counters["jobs_created"] == 20
+    assert set(counters["jobs_by_fingerprint"].values()) == {1}
+    assert {load(engine, job_id).status for job_id in job_ids} == {JobStatus.QUEUED}
