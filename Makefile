@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint fmt bench simulator venv clean
+.PHONY: run test lint fmt bench bench-quick simulator venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ fmt: $(STAMP)
 ## Benchmarks; results are ratios against a baseline measured in the same run.
 bench: $(STAMP)
 	$(BIN)/python -m bench.client_overhead
+	$(BIN)/python -m bench.submit
+	$(BIN)/python -m bench.inflight
+
+## A few minutes instead of about twenty: the same benchmarks at small scale.
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench.client_overhead --requests 500 --rounds 1
+	$(BIN)/python -m bench.submit --quick
+	$(BIN)/python -m bench.inflight --quick
 
 simulator: $(STAMP)
 	$(BIN)/podrelay simulator --port 8001

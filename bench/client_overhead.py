@@ -6,15 +6,19 @@ this run; the figure that matters is the ratio, not the absolute rate (the machi
 
 import argparse
 import asyncio
+import os
 import statistics
+import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import httpx
 
+from app.devstack import start_process, stop_process, wait_http
 from app.runpod import RunPodClient
-from app.simulator.config import SimulatorConfig
-from app.simulator.server import SimulatorServer
+from bench.stack import free_port
 
 Call = Callable[[], Awaitable[object]]
 
@@ -39,33 +43,58 @@ async def measure(call: Call, *, requests: int, concurrency: int) -> tuple[float
 
 
 async def run(requests: int, concurrency: int, rounds: int) -> None:
-    config = SimulatorConfig(workers=4, job_duration_ms=10, rate_limits={"status": 0})
-    with SimulatorServer(config) as server:
-        async with (
-            RunPodClient(api_key="k", endpoint_id="bench", base_url=server.base_url) as client,
-            httpx.AsyncClient(
-                base_url=f"{server.base_url}/bench/", headers={"Authorization": "Bearer k"}
-            ) as bare,
-        ):
-            job_id = (await client.run({"prompt": "bench", "width": 64, "height": 64})).id
-            await client.wait(job_id, timeout=30, poll_interval=0.1)
+    # The simulator runs in its own process, so it does not share this one's GIL.
+    port = free_port()
+    simulator = start_process(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "simulator",
+            "--port",
+            str(port),
+            "--job-duration-ms",
+            "10",
+            "--set",
+            'rate_limits={"status": 0}',
+        ],
+        env=dict(os.environ),
+        log_path=Path(tempfile.mkdtemp(prefix="podrelay-bench-")) / "simulator.log",
+    )
+    base_url = f"http://127.0.0.1:{port}/v2"
+    try:
+        wait_http(f"http://127.0.0.1:{port}/_sim/config")
+        await _compare(base_url, requests, concurrency, rounds)
+    finally:
+        stop_process(simulator)
 
-            async def bare_call() -> object:
-                response = await bare.get(f"status/{job_id}")
-                response.raise_for_status()
-                return response.json()
 
-            async def client_call() -> object:
-                return await client.status(job_id)
+async def _compare(base_url: str, requests: int, concurrency: int, rounds: int) -> None:
+    async with (
+        RunPodClient(api_key="k", endpoint_id="bench", base_url=base_url) as client,
+        httpx.AsyncClient(
+            base_url=f"{base_url}/bench/", headers={"Authorization": "Bearer k"}
+        ) as bare,
+    ):
+        job_id = (await client.run({"prompt": "bench", "width": 64, "height": 64})).id
+        await client.wait(job_id, timeout=30, poll_interval=0.1)
 
-            rows = []
-            for _ in range(rounds):  # interleaved, so drift hits both sides alike
-                rows.append(
-                    (
-                        await measure(bare_call, requests=requests, concurrency=concurrency),
-                        await measure(client_call, requests=requests, concurrency=concurrency),
-                    )
+        async def bare_call() -> object:
+            response = await bare.get(f"status/{job_id}")
+            response.raise_for_status()
+            return response.json()
+
+        async def client_call() -> object:
+            return await client.status(job_id)
+
+        rows = []
+        for _ in range(rounds):  # interleaved, so drift hits both sides alike
+            rows.append(
+                (
+                    await measure(bare_call, requests=requests, concurrency=concurrency),
+                    await measure(client_call, requests=requests, concurrency=concurrency),
                 )
+            )
     bare_rps = statistics.median(row[0][0] for row in rows)
     client_rps = statistics.median(row[1][0] for row in rows)
     bare_p99 = statistics.median(row[0][1] for row in rows)
