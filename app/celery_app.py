@@ -11,6 +11,7 @@ from typing import Any
 from celery import Celery
 from kombu.entity import Queue
 
+from app.core import embedded_broker
 from app.core.config import Settings, settings_or_exit
 
 RESULT_TTL_S = 3600
@@ -50,6 +51,8 @@ def broker_config(settings: Settings) -> dict[str, Any]:
     results = (settings.data_dir / "celery-results.sqlite").resolve()
     return {
         "broker_url": "filesystem://",
+        # kombu's own file-system transport can hand out a message file before it is written.
+        "broker_transport": embedded_broker.TRANSPORT,
         "result_backend": f"db+sqlite:///{results}",
         "broker_transport_options": {
             "data_folder_in": str(folder / "queue"),
@@ -64,6 +67,8 @@ def broker_config(settings: Settings) -> dict[str, Any]:
 
 def create_celery(settings: Settings) -> Celery:
     application = Celery("podrelay", include=[_TASKS])
+    # The embedded beat keeps its schedule here and dies (the worker does not) without it.
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     application.conf.update(
         **broker_config(settings),
         task_serializer="json",

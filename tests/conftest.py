@@ -23,6 +23,13 @@ REQUIRED_TEST_MODULES = (
     "tests/jobs/test_engine.py",
     "tests/jobs/test_webhooks.py",
     "tests/api/test_endpoints.py",
+    "tests/api/test_limits_ops.py",
+    "tests/api/test_schema_fuzz.py",
+    "tests/jobs/test_worker.py",
+    "tests/notify/test_client_webhooks.py",
+    "tests/simulator/test_lifecycle.py",
+    "tests/simulator/test_faults.py",
+    "tests/test_bench_smoke.py",
 )
 
 FAST_SIMULATOR = SimulatorConfig(
