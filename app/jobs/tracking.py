@@ -97,6 +97,15 @@ async def poll_due(engine: JobEngine) -> int:
             job.polls += 1
             if isinstance(reading, JobState):
                 apply_state(session, job, reading, store=engine.store, source="poll")
+            elif isinstance(reading, NotFoundError) and job.deadline_at <= utcnow():
+                # Its RunPod ttl ends shortly after our deadline (see `deadline_policy`).
+                move(
+                    session,
+                    job,
+                    JobStatus.TIMED_OUT,
+                    error_code="deadline_exceeded",
+                    message=f"the job did not finish within {job.timeout_s:g} s",
+                )
             elif isinstance(reading, NotFoundError):
                 move(
                     session,
@@ -135,14 +144,20 @@ async def resubmit_due(engine: JobEngine) -> int:
 async def enforce_deadlines(engine: JobEngine) -> int:
     """Time out active jobs past their deadline, cancelling them at RunPod. A job that did
     finish at RunPod meanwhile gets its real result instead; cancels stay within RunPod's limit."""
+    overdue = (
+        select(Job.id)
+        .where(Job.status.in_([status.value for status in ACTIVE]))
+        .where(Job.deadline_at <= utcnow())
+    )
     with engine.db.session() as session:
-        overdue = session.scalars(
-            select(Job.id)
-            .where(Job.status.in_([status.value for status in ACTIVE]))
-            .where(Job.deadline_at <= utcnow())
-            .limit(_tick_share(engine, engine.settings.runpod_cancel_rate_limit))
+        # Only jobs that reached RunPod need a (rate-limited) cancel there.
+        unsent = session.scalars(overdue.where(Job.runpod_job_id.is_(None)).limit(500)).all()
+        sent = session.scalars(
+            overdue.where(Job.runpod_job_id.is_not(None)).limit(
+                _tick_share(engine, engine.settings.runpod_cancel_rate_limit)
+            )
         ).all()
-        jobs = claim(session, list(overdue), lease_s=POLL_LEASE_S)
+        jobs = claim(session, [*unsent, *sent], lease_s=POLL_LEASE_S)
         targets = [(job.id, job.runpod_job_id) for job in jobs]
     readings = await asyncio.gather(
         *(_read(engine, runpod_id) for _, runpod_id in targets if runpod_id)

@@ -253,3 +253,22 @@ async def test_batched_submission_sends_each_job_once(
     assert counters["jobs_created"] == 20
     assert set(counters["jobs_by_fingerprint"].values()) == {1}
     assert {load(engine, job_id).status for job_id in job_ids} == {JobStatus.QUEUED}
+
+
+async def test_job_dropped_by_runpod_after_its_deadline_times_out(
+    engine: JobEngine, simulator: SimulatorServer
+) -> None:
+    simulator.set_faults(hang_rate=1.0)
+    job_ids = [make_job(engine, "late"), make_job(engine, "early")]
+    for job_id in job_ids:
+        await submit_job(engine, job_id)
+    simulator.reset()  # RunPod forgets both jobs
+    with engine.db.session() as session:
+        late = session.get_one(Job, job_ids[0])
+        late.deadline_at = utcnow()
+        for job_id in job_ids:
+            session.get_one(Job, job_id).next_poll_at = utcnow()
+    assert await poll_due(engine) + await poll_due(engine) == 2  # one per tick at this budget
+    late_job, early_job = (load(engine, job_id) for job_id in job_ids)
+    assert (late_job.status, late_job.error_code) == (JobStatus.TIMED_OUT, "deadline_exceeded")
+    assert (early_job.status, early_job.error_code) == (JobStatus.FAILED, "lost_at_runpod")
