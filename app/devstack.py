@@ -4,16 +4,21 @@ Each child's output is shown with a name prefix; Ctrl-C (or one child dying) sto
 """
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
+from psycopg import sql
 
 from app.core.config import Settings
 
@@ -144,3 +149,25 @@ def _relay(name: str, process: subprocess.Popen[str]) -> None:
 def _stop_all(children: list[tuple[Service, subprocess.Popen[str]]]) -> None:
     for _, process in reversed(children):
         stop_process(process)
+
+
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@contextmanager
+def temporary_postgres_database(prefix: str, *, admin_url: str = PG_ADMIN_URL) -> Iterator[str]:
+    """A fresh PostgreSQL database for a test or benchmark, dropped afterwards.
+
+    Yields its SQLAlchemy URL. `admin_url` names an existing database to connect to meanwhile.
+    """
+    name = f"{prefix}_{secrets.token_hex(5)}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    host = admin_url.split("://", 1)[1].rsplit("/", 1)[0]
+    try:
+        yield f"postgresql+psycopg://{host}/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )

@@ -4,7 +4,6 @@ Everything binds to 127.0.0.1 and lives in the caller's temporary directory.
 """
 
 import os
-import secrets
 import socket
 import subprocess
 import sys
@@ -17,12 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import redis
 
-from app.devstack import start_process, stop_process, wait_http
+from app.devstack import start_process, stop_process, temporary_postgres_database, wait_http
 
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_BASE = "redis://127.0.0.1:6379"
 REPO = Path(__file__).resolve().parent.parent
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -44,14 +41,8 @@ def database(kind: str, folder: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{folder / 'ledger.db'}"
         return
-    name = f"podrelay_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with temporary_postgres_database("podrelay_bench") as url:
+        yield url
 
 
 @contextmanager

@@ -24,14 +24,12 @@ that owns the app and its lifespan, where the test itself waits.
 import asyncio
 import json
 import os
-import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import hypothesis
-import psycopg
 import pytest
 import requests
 import schemathesis
@@ -48,6 +46,7 @@ from schemathesis.specs.openapi.checks import (
 from app.api.endpoints import history
 from app.api.errors import PROBLEM_JSON
 from app.api.schemas import NO_NUL
+from app.devstack import temporary_postgres_database
 from app.jobs.models import Submission
 from app.jobs.submit import submit_job
 from app.jobs.tracking import tick
@@ -62,7 +61,6 @@ CHECKS: list[CheckFunction] = [
 ]
 BASE_URL = "http://podrelay.test"
 API = "/api/v1/runpod"
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 # A stuck handler is a finding too; no request here needs more than a fraction of this.
 CALL_TIMEOUT_S = 20.0
 # Keywords that make a parameter's value invalidatable.
@@ -85,14 +83,8 @@ def ledger_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     if request.param == "sqlite":
         yield {}
         return
-    name = f"podrelay_fuzz_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield {"DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"}
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with temporary_postgres_database("podrelay_fuzz") as url:
+        yield {"DATABASE_URL": url}
 
 
 @pytest.fixture

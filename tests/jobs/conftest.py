@@ -1,6 +1,5 @@
 """Ledger fixtures on both backends: a SQLite file and a PostgreSQL database of its own."""
 
-import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,27 +10,19 @@ import pytest
 from app.core.config import Settings
 from app.core.db import Base, Database
 from app.core.migrate import upgrade_database
+from app.devstack import temporary_postgres_database
 from app.jobs.engine import JobEngine
 from app.simulator.server import SimulatorServer
-
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, dropped at the end."""
-    name = f"podrelay_test_{secrets.token_hex(4)}"
     try:
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True)
+        with temporary_postgres_database("podrelay_test") as url:
+            yield url
     except psycopg.OperationalError as error:
         pytest.fail(f"PostgreSQL is required at 127.0.0.1:5432 ({error})")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

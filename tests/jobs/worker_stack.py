@@ -9,7 +9,6 @@ process it started, then the Redis server and the simulator, then drops the data
 """
 
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-import psycopg
 import redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
@@ -31,14 +29,19 @@ from app.celery_app import create_celery
 from app.core.config import Settings
 from app.core.db import Database, utcnow
 from app.core.migrate import upgrade_database
-from app.devstack import start_process, stop_process, wait_http, worker_argv
+from app.devstack import (
+    start_process,
+    stop_process,
+    temporary_postgres_database,
+    wait_http,
+    worker_argv,
+)
 from app.jobs.models import Job, JobEvent, JobImage
 from app.jobs.status import TERMINAL, JobStatus
 from app.media.store import MediaStore
 from app.simulator.config import SimulatorConfig
 from app.simulator.server import SimulatorServer
 
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TASKS = "app.tasks.runpod_tasks"
 GENERATE = f"{TASKS}.generate_image_runpod_task"
 GENERATE_BATCH = f"{TASKS}.generate_image_batch_task"
@@ -130,19 +133,6 @@ class RedisServer:
         if self.process is not None:
             stop_process(self.process)
             self.process = None
-
-
-def create_postgres_database() -> tuple[str, Callable[[], None]]:
-    """A fresh PostgreSQL database; returns its URL and the function that drops it."""
-    name = f"podrelay_worker_{secrets.token_hex(5)}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", drop
 
 
 @dataclass(frozen=True)
@@ -502,8 +492,9 @@ class StackFactory:
         folder = self.folder / f"stack-{self._count}"
         folder.mkdir(parents=True)
         if ledger == "postgresql":
-            database_url, drop = create_postgres_database()
-            self._cleanup.callback(drop)
+            database_url = self._cleanup.enter_context(
+                temporary_postgres_database("podrelay_worker")
+            )
         else:
             database_url = f"sqlite:///{folder / 'ledger.db'}"
         redis_url = None
