@@ -52,7 +52,9 @@ async def submit_jobs(engine: JobEngine, job_ids: list[str]) -> int:
 
     Returns how many were sent to RunPod.
     """
-    prepared = _prepare(engine, job_ids)
+    # The ledger work runs off the event loop, so one batch's database round trips do not
+    # stall every other submission, poll and download of this process.
+    prepared = await asyncio.to_thread(_prepare, engine, job_ids)
     if not prepared:
         return 0
 
@@ -68,6 +70,15 @@ async def submit_jobs(engine: JobEngine, job_ids: list[str]) -> int:
                 return error
 
     outcomes = await asyncio.gather(*(send(item) for item in prepared))
+    duplicates = await asyncio.to_thread(_record, engine, prepared, outcomes)
+    await asyncio.gather(*(cancel_quietly(engine, runpod_id) for runpod_id in duplicates))
+    return len(prepared)
+
+
+def _record(
+    engine: JobEngine, prepared: list[_Prepared], outcomes: list[JobState | RunPodError]
+) -> list[str]:
+    """Store what RunPod answered; returns RunPod jobs to cancel as duplicates."""
     duplicates: list[str] = []
     with engine.db.session() as session:
         for item, outcome in zip(prepared, outcomes, strict=True):
@@ -75,8 +86,7 @@ async def submit_jobs(engine: JobEngine, job_ids: list[str]) -> int:
                 _record_failure(session, engine, item.job_id, item.token, outcome)
             elif duplicate := _record_acceptance(session, engine, item.job_id, item.token, outcome):
                 duplicates.append(duplicate)
-    await asyncio.gather(*(cancel_quietly(engine, runpod_id) for runpod_id in duplicates))
-    return len(prepared)
+    return duplicates
 
 
 def _prepare(engine: JobEngine, job_ids: list[str]) -> list[_Prepared]:
