@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from loguru import logger
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
 from app.jobs.engine import JobEngine
@@ -99,13 +100,7 @@ async def poll_due(engine: JobEngine) -> int:
                 apply_state(session, job, reading, store=engine.store, source="poll")
             elif isinstance(reading, NotFoundError) and job.deadline_at <= utcnow():
                 # Its RunPod ttl ends shortly after our deadline (see `deadline_policy`).
-                move(
-                    session,
-                    job,
-                    JobStatus.TIMED_OUT,
-                    error_code="deadline_exceeded",
-                    message=f"the job did not finish within {job.timeout_s:g} s",
-                )
+                _time_out(session, job)
             elif isinstance(reading, NotFoundError):
                 move(
                     session,
@@ -126,6 +121,16 @@ async def _read(engine: JobEngine, runpod_job_id: str) -> JobState | RunPodError
             return await engine.runpod.status(runpod_job_id)
         except RunPodError as error:
             return error
+
+
+def _time_out(session: Session, job: Job) -> None:
+    move(
+        session,
+        job,
+        JobStatus.TIMED_OUT,
+        error_code="deadline_exceeded",
+        message=f"the job did not finish within {job.timeout_s:g} s",
+    )
 
 
 async def resubmit_due(engine: JobEngine) -> int:
@@ -174,13 +179,7 @@ async def enforce_deadlines(engine: JobEngine) -> int:
             if runpod_id and runpod_id in final:
                 apply_state(session, job, final[runpod_id], store=engine.store, source="deadline")
             else:
-                move(
-                    session,
-                    job,
-                    JobStatus.TIMED_OUT,
-                    error_code="deadline_exceeded",
-                    message=f"the job did not finish within {job.timeout_s:g} s",
-                )
+                _time_out(session, job)
                 if runpod_id:
                     to_cancel.append(runpod_id)
             release(job, next_check_at=None)

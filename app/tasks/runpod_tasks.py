@@ -7,7 +7,6 @@ creates a job in the ledger (findable by the returned task id) and submits it to
 the worker slot is free again as soon as RunPod has accepted the job.
 """
 
-import asyncio
 from typing import Any, cast
 
 from loguru import logger
@@ -20,7 +19,7 @@ from app.jobs.connection import check_connection
 from app.jobs.media import store_due_images
 from app.jobs.models import Batch, Job, JobImage
 from app.jobs.status import ACTIVE
-from app.jobs.submit import cancel_quietly, submit_job
+from app.jobs.submit import cancel_quietly, submit_job, submit_jobs
 from app.jobs.tracking import tick
 from app.services.generation_defaults import GenerationParams
 from app.tasks.runtime import get_engine, run
@@ -88,10 +87,7 @@ def generate_image_batch_task(
                 )
         job_ids = [job.id for job in batch.jobs]
 
-    async def submit_all() -> None:
-        await asyncio.gather(*(submit_job(engine, job_id) for job_id in job_ids))
-
-    run(submit_all())
+    run(submit_jobs(engine, job_ids))
     return {"batch_id": batch_id, "jobs": [_summary(job_id) for job_id in job_ids]}
 
 
