@@ -1,30 +1,15 @@
 """Request dependencies: the engine, a unit-of-work session and the calling user."""
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
-from app.accounts.service import authenticate
+from app.api.callers import Caller, anonymous_caller
 from app.api.errors import Forbidden, Unauthorized
-from app.core.config import Environment
+from app.api.intake import Intake, intake_of
 from app.jobs.engine import JobEngine
-
-ANONYMOUS = "anonymous"
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is calling: every job belongs to one owner, and a caller sees only its own."""
-
-    owner: str
-    key_id: str | None
-    is_admin: bool
-    webhook_secret: str
-    requests_per_minute: int
-    max_concurrent_jobs: int
 
 
 # Dependencies without I/O are `async def`: FastAPI runs a plain `def` one in the threadpool,
@@ -57,8 +42,15 @@ def _presented_key(authorization: str | None, x_api_key: str | None) -> str | No
     return None
 
 
-def get_current_user_optional(
-    engine: EngineDep,
+async def get_intake(request: Request) -> Intake:
+    return intake_of(request.app)
+
+
+IntakeDep = Annotated[Intake, Depends(get_intake)]
+
+
+async def get_current_user_optional(
+    intake: IntakeDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
     x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Caller | None:
@@ -66,19 +58,10 @@ def get_current_user_optional(
     plaintext = _presented_key(authorization, x_api_key)
     if plaintext is None:
         return None
-    settings = engine.settings
-    with engine.db.session() as session:
-        key = authenticate(session, plaintext)
-        if key is None:
-            raise Unauthorized("the API key is not valid or was revoked", code="invalid_api_key")
-        return Caller(
-            owner=key.id,
-            key_id=key.id,
-            is_admin=key.is_admin,
-            webhook_secret=key.webhook_secret,
-            requests_per_minute=key.requests_per_minute or settings.requests_per_minute,
-            max_concurrent_jobs=key.max_concurrent_jobs or settings.max_concurrent_jobs,
-        )
+    caller = await intake.caller(plaintext)
+    if caller is None:
+        raise Unauthorized("the API key is not valid or was revoked", code="invalid_api_key")
+    return caller
 
 
 async def get_current_user(
@@ -86,17 +69,9 @@ async def get_current_user(
 ) -> Caller:
     if caller is not None:
         return caller
-    settings = engine.settings
-    if not settings.anonymous_allowed:
+    if not engine.settings.anonymous_allowed:
         raise Unauthorized("an API key is required", code="missing_api_key")
-    return Caller(
-        owner=ANONYMOUS,
-        key_id=None,
-        is_admin=settings.environment is Environment.DEVELOPMENT,
-        webhook_secret=settings.webhook_signing_secret.get_secret_value(),
-        requests_per_minute=settings.requests_per_minute,
-        max_concurrent_jobs=settings.max_concurrent_jobs,
-    )
+    return anonymous_caller(engine.settings)
 
 
 CallerDep = Annotated[Caller, Depends(get_current_user)]

@@ -32,7 +32,8 @@ from redis.exceptions import RedisError
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.deps import ANONYMOUS, CallerDep
+from app.api.callers import ANONYMOUS
+from app.api.deps import CallerDep
 from app.api.errors import RateLimited
 from app.core.config import Settings
 

@@ -16,9 +16,10 @@ from app.accounts.idempotency import (
     replayed_resource,
     request_fingerprint,
 )
-from app.api.deps import Caller
+from app.api.callers import Caller
 from app.api.errors import ApiError, Conflict, RateLimited
 from app.api.schemas import BatchRequest, GenerateRequest, GenerationOptions
+from app.core.config import Settings
 from app.jobs import service
 from app.jobs.engine import JobEngine
 from app.jobs.models import Job
@@ -81,11 +82,8 @@ def _idempotent(
     )
 
 
-def _check_request(
-    session: Session, engine: JobEngine, caller: Caller, body: GenerationOptions, new_jobs: int
-) -> float:
+def check_options(settings: Settings, body: GenerationOptions) -> float:
     """Validate what the schema cannot; returns the job timeout to use."""
-    settings = engine.settings
     timeout = body.timeout if body.timeout is not None else settings.runpod_job_timeout
     if timeout > settings.job_max_timeout:
         raise ApiError(
@@ -98,21 +96,41 @@ def _check_request(
             )
         except UnsafeWebhookUrl as error:
             raise ApiError(str(error), code="webhook_url_refused") from None
-    active = session.scalar(
-        select(func.count())
-        .select_from(Job)
-        .where(Job.owner == caller.owner, Job.status.in_([status.value for status in ACTIVE]))
+    return timeout
+
+
+def active_job_counts(session: Session, owners: set[str]) -> dict[str, int]:
+    """How many unfinished jobs each owner has, in one query."""
+    rows = (
+        session.execute(
+            select(Job.owner, func.count())
+            .where(Job.owner.in_(owners), Job.status.in_([status.value for status in ACTIVE]))
+            .group_by(Job.owner)
+        )
+        .tuples()
+        .all()
     )
-    if (active or 0) + new_jobs > caller.max_concurrent_jobs:
+    return dict.fromkeys(owners, 0) | dict(rows)
+
+
+def check_capacity(caller: Caller, active: int, new_jobs: int) -> None:
+    if active + new_jobs > caller.max_concurrent_jobs:
         raise RateLimited(
             f"at most {caller.max_concurrent_jobs} unfinished jobs per API key",
             code="too_many_active_jobs",
             retry_after=5,
         )
+
+
+def _check_request(
+    session: Session, engine: JobEngine, caller: Caller, body: GenerationOptions, new_jobs: int
+) -> float:
+    timeout = check_options(engine.settings, body)
+    check_capacity(caller, active_job_counts(session, {caller.owner})[caller.owner], new_jobs)
     return timeout
 
 
-def _params(body: GenerationOptions) -> GenerationParams:
+def params_of(body: GenerationOptions) -> GenerationParams:
     return GenerationParams.model_validate(body.model_dump(include=_PARAM_FIELDS))
 
 
@@ -123,11 +141,10 @@ def _new_job(session: Session, engine: JobEngine, caller: Caller, body: Generate
         owner=caller.owner,
         prompt=body.prompt,
         negative_prompt=body.negative_prompt,
-        params=_params(body),
+        params=params_of(body),
         timeout_s=timeout,
+        webhook_url=str(body.webhook_url) if body.webhook_url else None,
     )
-    if body.webhook_url is not None:  # set after the INSERT: None would cost an UPDATE
-        job.webhook_url = str(body.webhook_url)
     return job.id
 
 
@@ -137,16 +154,15 @@ def _new_batch(session: Session, engine: JobEngine, caller: Caller, body: BatchR
     if body.webhook_url is not None:
         batch.webhook_url = str(body.webhook_url)
     for index, prompt in enumerate(body.prompts):
-        job = service.create_job(
+        service.create_job(
             session,
             owner=caller.owner,
             prompt=prompt,
             negative_prompt=body.negative_prompt,
-            params=_params(body),
+            params=params_of(body),
             timeout_s=timeout,
             batch=batch,
             batch_index=index,
+            webhook_url=batch.webhook_url,
         )
-        if batch.webhook_url is not None:
-            job.webhook_url = batch.webhook_url
     return batch.id

@@ -91,7 +91,9 @@ def job_out(
     price_per_second: float,
     position: int | None = None,
     replayed: bool = False,
+    fresh: bool = False,
 ) -> JobOut:
+    """`fresh`: the job was created in this request, so it has no images or deliveries to load."""
     gpu_seconds = job.execution_ms / 1000 if job.execution_ms is not None else None
     return JobOut(
         id=job.id,
@@ -117,9 +119,9 @@ def job_out(
             gpu_seconds=gpu_seconds,
             estimated_usd=round(gpu_seconds * price_per_second, 6) if gpu_seconds else None,
         ),
-        images=[image_out(image) for image in job.images],
+        images=[] if fresh else [image_out(image) for image in job.images],
         webhook_url=job.webhook_url,
-        webhook_deliveries=_webhook_deliveries(job),
+        webhook_deliveries=[] if fresh else _webhook_deliveries(job),
         links=LinksOut(
             status=f"{API_PREFIX}/status/{job.id}",
             events=f"{API_PREFIX}/jobs/{job.id}/events",

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
@@ -30,8 +30,7 @@ def add_event(
     session.add(JobEvent(job_id=job.id, kind=kind, status=job.status, message=message, data=data))
 
 
-def create_job(
-    session: Session,
+def new_job(
     *,
     owner: str,
     prompt: str,
@@ -41,11 +40,13 @@ def create_job(
     batch: Batch | None = None,
     batch_index: int | None = None,
     celery_task_id: str | None = None,
+    webhook_url: str | None = None,
     first_check_in: float = 10.0,
 ) -> Job:
-    """Record an accepted job. `first_check_in` is when the tracker submits it if nothing did."""
+    """An accepted job, not yet in any session. `first_check_in` is when the tracker submits
+    it if nothing did."""
     now = utcnow()
-    job = Job(
+    return Job(
         id=new_id("job"),
         owner=owner,
         batch_id=batch.id if batch else None,
@@ -58,14 +59,36 @@ def create_job(
         polls=0,
         timeout_s=timeout_s,
         celery_task_id=celery_task_id,
+        webhook_url=webhook_url,
         created_at=now,
         deadline_at=now + timedelta(seconds=timeout_s),
         next_poll_at=now + timedelta(seconds=first_check_in),
     )
+
+
+def create_job(session: Session, **fields: Any) -> Job:
+    """Record an accepted job (see `new_job` for the fields) and its first event."""
+    job = new_job(**fields)
     session.add(job)
     session.flush()
     add_event(session, job, "created")
     return job
+
+
+def insert_jobs(session: Session, jobs: list[Job]) -> None:
+    """Record many jobs from `new_job` and their first events with two multi-row INSERTs.
+
+    The jobs stay outside the session (the unit of work costs more than the INSERTs here)."""
+    session.execute(
+        insert(Job.metadata.tables[Job.__tablename__]), [_set_fields(job) for job in jobs]
+    )
+    events = [{"job_id": job.id, "kind": "created", "status": job.status} for job in jobs]
+    session.execute(insert(JobEvent.metadata.tables[JobEvent.__tablename__]), events)
+
+
+def _set_fields(job: Job) -> dict[str, Any]:
+    # Only what `new_job` set: the columns it leaves out get their defaults from the INSERT.
+    return {name: value for name, value in vars(job).items() if not name.startswith("_")}
 
 
 def create_batch(session: Session, *, owner: str, size: int, batch_id: str | None = None) -> Batch:

@@ -106,6 +106,12 @@ def submit_job_task(job_id: str) -> None:
 
 
 @celery_app.task(acks_late=True, ignore_result=True)
+def submit_jobs_task(job_ids: list[str]) -> None:
+    """Submit jobs the API accepted together; their POST /run calls run concurrently."""
+    run(submit_jobs(get_engine(), job_ids))
+
+
+@celery_app.task(acks_late=True, ignore_result=True)
 def store_images_task(job_id: str) -> None:
     run(store_due_images(get_engine(), job_id))
 

@@ -10,9 +10,11 @@ from fastapi.concurrency import run_in_threadpool
 from loguru import logger
 from sqlalchemy import func, select
 
-from app.api.deps import Caller, CallerDep, EngineDep, SessionDep, require_admin
+from app.api.callers import Caller
+from app.api.deps import CallerDep, EngineDep, IntakeDep, SessionDep, require_admin
 from app.api.endpoints import history
 from app.api.errors import Conflict, NotFound, problem_responses
+from app.api.intake import NewJob, enqueue_submissions
 from app.api.schemas import (
     BatchOut,
     BatchRequest,
@@ -22,7 +24,7 @@ from app.api.schemas import (
     PathId,
     QueueStatsOut,
 )
-from app.api.submissions import create_batch, create_generation
+from app.api.submissions import check_options, create_batch, create_generation
 from app.api.views import batch_out, job_out, queue_position
 from app.jobs.cancel import JobAlreadyFinished, cancel_job
 from app.jobs.connection import check_connection
@@ -31,7 +33,7 @@ from app.jobs.lookup import find_job
 from app.jobs.models import Batch, Job
 from app.jobs.status import JobStatus
 from app.runpod import RunPodError
-from app.tasks.runpod_tasks import cancel_runpod_job_task, submit_job_task
+from app.tasks.runpod_tasks import cancel_runpod_job_task
 
 router = APIRouter(prefix="/runpod", tags=["runpod"])
 router.include_router(history.router)
@@ -52,15 +54,6 @@ IdempotencyKey = Annotated[str | None, Header(max_length=255, alias="Idempotency
 Prefer = Annotated[str | None, Header(description="`wait=N` (N <= 60) waits for the result.")]
 
 
-def _enqueue(job_ids: list[str]) -> None:
-    # A lost message is not a lost job: the tracker submits pending jobs that are due.
-    for job_id in job_ids:
-        try:
-            submit_job_task.delay(job_id)
-        except Exception as error:  # noqa: BLE001 - any broker failure is recovered the same way
-            logger.warning("could not enqueue {} now, the tracker will: {}", job_id, error)
-
-
 def _job_view(engine: JobEngine, job_id: str, *, replayed: bool = False) -> JobOut:
     with engine.db.session() as session:
         job = session.get_one(Job, job_id)
@@ -77,21 +70,29 @@ async def generate(
     body: GenerateRequest,
     caller: CallerDep,
     engine: EngineDep,
+    intake: IntakeDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
     prefer: Prefer = None,
 ) -> JobOut:
     """Accept a prompt; answers 202 with the job and its status URL. With `Prefer: wait=N`,
     answers 200 with the finished job if it ends within N seconds."""
-    job_id, replayed = await run_in_threadpool(
-        create_generation, engine, caller, body, idempotency_key
-    )
-    if not replayed:
-        await run_in_threadpool(_enqueue, [job_id])
+    if idempotency_key is not None:
+        job_id, replayed = await run_in_threadpool(
+            create_generation, engine, caller, body, idempotency_key
+        )
+        if not replayed:
+            await run_in_threadpool(enqueue_submissions, [job_id])
+        view = await run_in_threadpool(_job_view, engine, job_id, replayed=replayed)
+    else:
+        if body.webhook_url is None:
+            timeout_s = check_options(engine.settings, body)
+        else:  # checking a webhook URL resolves its host name: not on the event loop
+            timeout_s = await run_in_threadpool(check_options, engine.settings, body)
+        view = await intake.accept(NewJob(caller=caller, body=body, timeout_s=timeout_s))
     wait = _wait_seconds(prefer)
-    view = await run_in_threadpool(_job_view, engine, job_id, replayed=replayed)
     if wait and not view.status.is_terminal:
-        view = await _wait_for(engine, job_id, wait, replayed=replayed)
+        view = await _wait_for(engine, view.id, wait, replayed=view.replayed)
     response.headers["Location"] = view.links.status
     if view.status.is_terminal and wait:
         response.status_code = 200
@@ -123,7 +124,7 @@ async def generate_batch(
 
     view = await run_in_threadpool(load)
     if not replayed:
-        await run_in_threadpool(_enqueue, [job.id for job in view.jobs])
+        await run_in_threadpool(enqueue_submissions, [job.id for job in view.jobs])
     return view
 
 
