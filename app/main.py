@@ -14,6 +14,7 @@ from app.core.config import settings_or_exit
 from app.core.logging import configure_logging, redact_access_logs
 from app.core.migrate import upgrade_database
 from app.jobs.engine import JobEngine
+from app.playground import router as playground
 from app.services.runpod_client import close_client
 
 
@@ -50,6 +51,7 @@ def create_app() -> FastAPI:
         responses=problem_responses(429),  # the rate limit, on every route under /api/v1
     )
     application.include_router(webhooks.router)
+    application.include_router(playground.router)
     ops.install_operations(application, settings)  # /readyz, /metrics, body limits
 
     @application.get("/healthz", tags=["operations"], summary="Liveness probe")

@@ -1,0 +1,280 @@
+"""The playground page at `/`, driven in headless Chromium against the real stack: the
+simulator, a Celery worker process (embedded broker, SQLite ledger, as `podrelay run` has them)
+and the API under uvicorn, with RunPod's webhooks coming back to it."""
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Locator,
+    Page,
+    Request,
+    expect,
+    sync_playwright,
+)
+
+from app.accounts.service import create_key
+from app.simulator.server import SimulatorServer
+from tests.jobs.worker_stack import StackFactory, wait_until
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+SCREENSHOT = Path(__file__).resolve().parents[2] / "data" / "screenshots" / "playground.png"
+API = "/api/v1/runpod"
+WAIT_MS = 20_000
+
+
+@dataclass(frozen=True)
+class Playground:
+    url: str
+    api_key: str
+
+    def jobs_of(self, api_key: str | None) -> list[dict[str, object]]:
+        """The caller's jobs as the API lists them (anonymous without a key)."""
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        response = httpx.get(f"{self.url}{API}/jobs", headers=headers, timeout=10)
+        response.raise_for_status()
+        items: list[dict[str, object]] = response.json()["items"]
+        return items
+
+
+@pytest.fixture(scope="module")
+def playground(
+    simulator_server: SimulatorServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Playground]:
+    factory = StackFactory(tmp_path_factory.mktemp("playground"))
+    try:
+        stack = factory.build(
+            ledger="sqlite",
+            broker="embedded",
+            simulator=simulator_server,
+            webhooks=True,
+            allow_anonymous=True,
+        )
+        url = stack.start_api()
+        stack.start_worker(concurrency=4)
+        with stack.db.session() as session:
+            _, api_key = create_key(session, name="playground")
+        yield Playground(url=url, api_key=api_key)
+    finally:
+        factory.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium)"
+        )
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@dataclass
+class PageWatch:
+    """What the page reported: uncaught script errors and console warnings."""
+
+    errors: list[str]
+    warnings: list[str]
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(WAIT_MS)
+    yield context.new_page()
+    context.close()
+
+
+@pytest.fixture
+def watch(page: Page) -> Iterator[PageWatch]:
+    seen = PageWatch(errors=[], warnings=[])
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "warning":
+            seen.warnings.append(message.text)
+
+    page.on("pageerror", lambda error: seen.errors.append(str(error)))
+    page.on("console", on_console)
+    yield seen
+    assert seen.errors == [], f"script errors in the page: {seen.errors}"
+
+
+def job_card(page: Page, prompt: str) -> Locator:
+    return page.locator("li.job", has=page.get_by_role("heading", name=prompt, exact=True))
+
+
+def wait_for_image(page: Page, job_id: str) -> tuple[int, int]:
+    """Wait until the job's first image is a loaded <img> in the page; its natural size."""
+    handle = page.wait_for_function(
+        """(id) => {
+            const img = document.querySelector(`li[data-job-id="${id}"] img.result`);
+            return img && img.complete && img.naturalWidth > 0
+                && [img.naturalWidth, img.naturalHeight];
+        }""",
+        arg=job_id,
+        timeout=WAIT_MS,
+    )
+    width, height = handle.json_value()
+    return int(width), int(height)
+
+
+def save_screenshot(page: Page, tmp_path: Path) -> None:
+    shot = tmp_path / "playground.png"
+    page.screenshot(path=shot, full_page=True)
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shot, SCREENSHOT)
+    print(f"screenshot: {SCREENSHOT} (and {shot})")
+
+
+def test_a_prompt_becomes_an_image_in_the_page(
+    playground: Playground, page: Page, watch: PageWatch, tmp_path: Path
+) -> None:
+    """With an API key: submit, follow over SSE, show and offer the image, keep the key."""
+    stream_auth: list[str | None] = []
+
+    def on_request(request: Request) -> None:
+        if request.url.endswith("/events"):
+            stream_auth.append(request.headers.get("authorization"))
+
+    page.on("request", on_request)
+    prompt = "a lighthouse at dusk, playground"
+    page.goto(playground.url)
+    page.locator("#api-key").fill(playground.api_key)
+    page.locator("#api-key").press("Tab")
+    page.get_by_role("button", name="Fast draft").click()
+    expect(page.locator("#steps")).to_have_value("8")
+    page.get_by_label("Prompt", exact=True).fill(prompt)
+    page.get_by_role("button", name="Generate").click()
+
+    card = job_card(page, prompt)
+    expect(card).to_have_count(1)
+    job_id = card.get_attribute("data-job-id")
+    assert job_id
+    assert wait_for_image(page, job_id) == (512, 512)
+    expect(card).to_have_attribute("data-status", "completed")
+    expect(card.locator(".job-status")).to_have_text("completed")
+    expect(card.locator(".job-timings")).to_contain_text("execution")
+    expect(card.locator(".job-cancel")).to_have_count(0)
+    download = card.get_by_role("link", name=f"Download {job_id}-1.png")
+    expect(download).to_have_attribute("download", f"{job_id}-1.png")
+    assert (download.get_attribute("href") or "").startswith("blob:")
+    expect(page.locator("#error")).to_be_hidden()
+    save_screenshot(page, tmp_path)
+
+    # The job is the key's (the page sent it, on the event stream too), made with the preset.
+    [listed] = playground.jobs_of(playground.api_key)
+    assert listed["id"] == job_id
+    params = listed["params"]
+    assert isinstance(params, dict)
+    assert (params["width"], params["height"], params["num_inference_steps"]) == (512, 512, 8)
+    assert job_id not in {job["id"] for job in playground.jobs_of(None)}
+    assert stream_auth, "the page never opened the job's event stream"
+    assert set(stream_auth) == {f"Bearer {playground.api_key}"}
+    assert not [w for w in watch.warnings if "event stream failed" in w], watch.warnings
+
+    # The key stays in the browser; the gallery shows the job again from the API's history.
+    page.reload()
+    expect(page.locator("#api-key")).to_have_value(playground.api_key)
+    assert wait_for_image(page, job_id) == (512, 512)
+
+
+def test_bad_input_shows_the_apis_error_code(
+    playground: Playground, page: Page, watch: PageWatch
+) -> None:
+    """The API judges the input (the form does not), and the page shows its problem."""
+    before = len(playground.jobs_of(None))
+    page.goto(playground.url)
+    page.get_by_label("Prompt", exact=True).fill("a red fox")
+    page.locator("#width").fill("300")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.get_by_role("alert")).to_be_visible()
+    expect(page.locator("#error-code")).to_have_text("validation_error")
+    expect(page.locator("#error-detail")).to_have_text("width: Input should be a multiple of 8")
+
+    page.locator("#width").fill("512")
+    page.get_by_label("Prompt", exact=True).fill("   ")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#error-detail")).to_contain_text("prompt: String should have at least")
+    expect(page.locator("#error-code")).to_have_text("validation_error")
+
+    page.locator("#api-key").fill("prk_not-a-key")
+    page.locator("#api-key").press("Tab")
+    expect(page.locator("#error-code")).to_have_text("invalid_api_key")
+    assert len(playground.jobs_of(None)) == before
+
+
+def test_batch_and_cancel(
+    playground: Playground, simulator: SimulatorServer, page: Page, watch: PageWatch
+) -> None:
+    """Anonymous: a batch of four (more than the page streams at once), one cancelled while
+    RunPod has no worker, the others completed. A prompt carries markup: it shows as text."""
+    simulator.set_faults(workers=0)
+    page.goto(playground.url)
+    page.get_by_role("button", name="Square 512").click()
+    page.get_by_label("Batch", exact=False).check()
+    marked_up = "<img src=x onerror=alert(1)> a blue whale"
+    others = [marked_up, "a green owl", "a grey cat"]
+    page.get_by_label("Prompt", exact=True).fill("a red fox\n\n" + "\n".join(others) + "\n")
+    page.get_by_role("button", name="Generate").click()
+
+    first = job_card(page, "a red fox")
+    expect(page.locator("li.job")).to_have_count(4)
+    expect(page.locator('li.job[data-status="queued"]')).to_have_count(4)
+    first.get_by_role("button", name="Cancel").click()
+    expect(first).to_have_attribute("data-status", "cancelled")
+    expect(first.locator(".job-cancel")).to_have_count(0)
+
+    simulator.set_faults(workers=4)
+    completed = []
+    for prompt in others:
+        card = job_card(page, prompt)
+        job_id = card.get_attribute("data-job-id")
+        assert job_id
+        assert wait_for_image(page, job_id) == (512, 512)
+        expect(card).to_have_attribute("data-status", "completed")
+        expect(card.locator("img")).to_have_count(1)  # the result, not the prompt's markup
+        completed.append(job_id)
+    expect(page.locator("#error")).to_be_hidden()
+
+    first_id = first.get_attribute("data-job-id")
+    assert first_id
+    statuses = {job["id"]: job["status"] for job in playground.jobs_of(None)}
+    assert statuses == {first_id: "cancelled", **dict.fromkeys(completed, "completed")}
+    wait_until(
+        lambda: simulator.counters()["calls"].get("cancel", 0) == 1,
+        timeout=15,
+        what="the cancel reached RunPod",
+    )
+
+
+def test_page_is_served_with_its_assets_and_a_strict_policy(playground: Playground) -> None:
+    page = httpx.get(f"{playground.url}/", timeout=10)
+    assert page.status_code == 200
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self';" in policy
+    assert "default-src 'none';" in policy
+    assert page.headers["x-content-type-options"] == "nosniff"
+    for name, media_type in (("app.js", "text/javascript"), ("style.css", "text/css")):
+        asset = httpx.get(f"{playground.url}/playground/{name}", timeout=10)
+        assert asset.status_code == 200
+        assert asset.headers["content-type"].startswith(media_type)
+    for name in ("router.py", "index.html", "..%2Frouter.py"):
+        missing = httpx.get(f"{playground.url}/playground/{name}", timeout=10)
+        assert missing.status_code == 404, name
+        assert missing.json()["code"] == "not_found"
+    paths = httpx.get(f"{playground.url}/openapi.json", timeout=10).json()["paths"]
+    assert "/" not in paths
+    assert not [path for path in paths if path.startswith("/playground")]
