@@ -25,8 +25,14 @@ async def store_due_images(engine: JobEngine, job_id: str | None = None) -> int:
     )
     if job_id is not None:
         query = query.where(JobImage.job_id == job_id)
-    with engine.db.session() as session:
-        due = session.execute(query.limit(_BATCH)).all()
+
+    def due_images() -> list[tuple[str, str | None]]:
+        with engine.db.session() as session:
+            return list(session.execute(query.limit(_BATCH)).tuples())
+
+    due = await asyncio.to_thread(due_images)  # ledger work off the event loop
+    if not due:
+        return 0
     limit = asyncio.Semaphore(_CONCURRENCY)
 
     async def fetch(url: str | None) -> bytes | str:
@@ -34,6 +40,13 @@ async def store_due_images(engine: JobEngine, job_id: str | None = None) -> int:
             return await _download(engine.http, url)
 
     results = await asyncio.gather(*(fetch(url) for _, url in due))
+    await asyncio.to_thread(_record_results, engine, due, results)
+    return len(due)
+
+
+def _record_results(
+    engine: JobEngine, due: list[tuple[str, str | None]], results: list[bytes | str]
+) -> None:
     with engine.db.session() as session:
         for (image_id, _), result in zip(due, results, strict=True):
             image = session.get_one(JobImage, image_id)
@@ -47,7 +60,6 @@ async def store_due_images(engine: JobEngine, job_id: str | None = None) -> int:
                 except MediaError as error:
                     result = str(error)
             _record_attempt_failure(engine, image, result)
-    return len(due)
 
 
 def _record_attempt_failure(engine: JobEngine, image: JobImage, reason: str) -> None:

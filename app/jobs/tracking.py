@@ -78,20 +78,34 @@ def next_poll_delay(engine: JobEngine, job: Job) -> float:
 
 
 async def poll_due(engine: JobEngine) -> int:
-    now = utcnow()
+    # The ledger work runs off the event loop, so its round trips do not stall this
+    # process's submissions, downloads and other polls.
+    targets = await asyncio.to_thread(_claim_polls, engine)
+    if not targets:
+        return 0
+    readings = await asyncio.gather(*(_read(engine, runpod_id) for _, runpod_id in targets))
+    await asyncio.to_thread(_apply_readings, engine, targets, readings)
+    return len(targets)
+
+
+def _claim_polls(engine: JobEngine) -> list[tuple[str, str]]:
     with engine.db.session() as session:
         due = session.scalars(
             select(Job.id)
             .where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
-            .where(Job.next_poll_at <= now)
+            .where(Job.next_poll_at <= utcnow())
             .order_by(Job.next_poll_at)
             .limit(poll_budget(engine))
         ).all()
         jobs = claim(session, list(due), lease_s=POLL_LEASE_S)
-        targets = [(job.id, job.runpod_job_id or "") for job in jobs]
-    if not targets:
-        return 0
-    readings = await asyncio.gather(*(_read(engine, runpod_id) for _, runpod_id in targets))
+        return [(job.id, job.runpod_job_id or "") for job in jobs]
+
+
+def _apply_readings(
+    engine: JobEngine,
+    targets: list[tuple[str, str]],
+    readings: list[JobState | RunPodError],
+) -> None:
     with engine.db.session() as session:
         for (job_id, runpod_id), reading in zip(targets, readings, strict=True):
             job = session.get_one(Job, job_id)
@@ -112,7 +126,6 @@ async def poll_due(engine: JobEngine) -> int:
             else:
                 logger.warning("[RUNPOD TASK] polling {} failed: {}", job_id, reading)
             release(job, next_check_at=utcnow() + timedelta(seconds=next_poll_delay(engine, job)))
-    return len(targets)
 
 
 async def _read(engine: JobEngine, runpod_job_id: str) -> JobState | RunPodError:
@@ -136,19 +149,41 @@ def _time_out(session: Session, job: Job) -> None:
 async def resubmit_due(engine: JobEngine) -> int:
     """Submit pending jobs whose submission is due (retries, lost messages, bursts), in one
     batch bounded by this tick's share of RunPod's /run limit."""
-    with engine.db.session() as session:
-        due = session.scalars(
-            select(Job.id)
-            .where(Job.status == JobStatus.PENDING, Job.next_poll_at <= utcnow())
-            .order_by(Job.next_poll_at)
-            .limit(_tick_share(engine, engine.settings.runpod_run_rate_limit))
-        ).all()
-    return await submit_jobs(engine, list(due))
+
+    def due() -> list[str]:
+        with engine.db.session() as session:
+            return list(
+                session.scalars(
+                    select(Job.id)
+                    .where(Job.status == JobStatus.PENDING, Job.next_poll_at <= utcnow())
+                    .order_by(Job.next_poll_at)
+                    .limit(_tick_share(engine, engine.settings.runpod_run_rate_limit))
+                )
+            )
+
+    return await submit_jobs(engine, await asyncio.to_thread(due))
 
 
 async def enforce_deadlines(engine: JobEngine) -> int:
     """Time out active jobs past their deadline, cancelling them at RunPod. A job that did
     finish at RunPod meanwhile gets its real result instead; cancels stay within RunPod's limit."""
+    targets = await asyncio.to_thread(_claim_overdue, engine)
+    if not targets:
+        return 0
+    readings = await asyncio.gather(
+        *(_read(engine, runpod_id) for _, runpod_id in targets if runpod_id)
+    )
+    final = {
+        reading.id: reading
+        for reading in readings
+        if isinstance(reading, JobState) and reading.is_terminal
+    }
+    to_cancel = await asyncio.to_thread(_settle_overdue, engine, targets, final)
+    await asyncio.gather(*(cancel_quietly(engine, runpod_id) for runpod_id in to_cancel))
+    return len(targets)
+
+
+def _claim_overdue(engine: JobEngine) -> list[tuple[str, str | None]]:
     overdue = (
         select(Job.id)
         .where(Job.status.in_([status.value for status in ACTIVE]))
@@ -163,15 +198,14 @@ async def enforce_deadlines(engine: JobEngine) -> int:
             )
         ).all()
         jobs = claim(session, [*unsent, *sent], lease_s=POLL_LEASE_S)
-        targets = [(job.id, job.runpod_job_id) for job in jobs]
-    readings = await asyncio.gather(
-        *(_read(engine, runpod_id) for _, runpod_id in targets if runpod_id)
-    )
-    final = {
-        reading.id: reading
-        for reading in readings
-        if isinstance(reading, JobState) and reading.is_terminal
-    }
+        return [(job.id, job.runpod_job_id) for job in jobs]
+
+
+def _settle_overdue(
+    engine: JobEngine, targets: list[tuple[str, str | None]], final: dict[str, JobState]
+) -> list[str]:
+    """Time out the overdue jobs (or record the result that came meanwhile); returns the
+    RunPod jobs to cancel."""
     to_cancel: list[str] = []
     with engine.db.session() as session:
         for job_id, runpod_id in targets:
@@ -183,5 +217,4 @@ async def enforce_deadlines(engine: JobEngine) -> int:
                 if runpod_id:
                     to_cancel.append(runpod_id)
             release(job, next_check_at=None)
-    await asyncio.gather(*(cancel_quietly(engine, runpod_id) for runpod_id in to_cancel))
-    return len(targets)
+    return to_cancel
