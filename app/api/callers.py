@@ -1,6 +1,6 @@
 """Who is calling: an API key's owner, or the anonymous caller of a development setup."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.accounts.models import ApiKey
 from app.core.config import Environment, Settings
@@ -15,7 +15,7 @@ class Caller:
     owner: str
     key_id: str | None
     is_admin: bool
-    webhook_secret: str
+    webhook_secret: str = field(repr=False)
     requests_per_minute: int
     max_concurrent_jobs: int
 

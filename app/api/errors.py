@@ -130,6 +130,9 @@ def _validation_errors(error: RequestValidationError) -> list[dict[str, Any]]:
 
 
 _HTTP_CODES = {
+    # FastAPI's answer to a body it cannot decode at all (bad UTF-8, nesting past the JSON
+    # parser's depth, an integer with more digits than Python converts).
+    400: ("malformed_body", "Malformed body"),
     404: ("not_found", "Not found"),
     405: ("method_not_allowed", "Method not allowed"),
     413: ("payload_too_large", "Payload too large"),

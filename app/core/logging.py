@@ -34,7 +34,14 @@ def configure_logging(settings: Settings, *, to_file: bool = True) -> None:
     logger.remove()
     logger.configure(patcher=mask_secrets)
     fmt = "{time:HH:mm:ss.SSS} | {level: <7} | {name}:{line} | {message}"
-    logger.add(sys.stderr, level=settings.log_level.upper(), format=fmt, backtrace=False)
+    # `diagnose` would print the values of a traceback's variables: API keys, secrets.
+    logger.add(
+        sys.stderr,
+        level=settings.log_level.upper(),
+        format=fmt,
+        backtrace=False,
+        diagnose=False,
+    )
     if to_file and settings.log_file is not None:
         settings.log_file.parent.mkdir(parents=True, exist_ok=True)
         logger.add(

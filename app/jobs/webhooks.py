@@ -47,7 +47,11 @@ def receive_runpod_webhook(
         raise WebhookRejected("the body is not a RunPod job object", status_code=400)
     state = JobState.from_payload(payload)
     if submission.runpod_job_id is None:
-        submission.runpod_job_id = state.id  # the answer to this /run was lost; now we know
+        # The answer to this /run was lost; the body tells which RunPod job it made, unless
+        # that job is known as another submission's (a genuine body replayed to this URL).
+        if _belongs_to_another_submission(session, submission, state.id):
+            raise WebhookRejected("the body is for another RunPod job", status_code=409)
+        submission.runpod_job_id = state.id
     elif submission.runpod_job_id != state.id:
         raise WebhookRejected("the body is for another RunPod job", status_code=409)
     job = session.get_one(Job, submission.job_id)
@@ -60,6 +64,17 @@ def receive_runpod_webhook(
             return outcome
     outcome.changed = apply_state(session, job, state, store=store, source="webhook")
     return outcome
+
+
+def _belongs_to_another_submission(
+    session: Session, submission: Submission, runpod_job_id: str
+) -> bool:
+    other = session.scalar(
+        select(Submission.id)
+        .where(Submission.runpod_job_id == runpod_job_id, Submission.id != submission.id)
+        .limit(1)
+    )
+    return other is not None
 
 
 def _resolve_duplicate(

@@ -6,12 +6,13 @@ when its last job ends. The row is written in the same transaction as the status
 no event is lost, and none is sent for a change that was rolled back.
 
 `deliver_due`, run on every tracker tick, sends what is due. It checks the URL again before
-every attempt, since its DNS name may now resolve elsewhere, and signs the request (see
-`app.notify.signing`). It does not follow redirects. Any 2xx answer counts as delivered.
-Anything else is a failed attempt: it goes into the delivery's `attempt_log` and is retried
-10 s later, then the wait doubles each time up to 1 h, for `client_webhook_attempts`
-attempts (12 by default, about 3.4 hours). A URL that now resolves to a non-public address
-is not retried. Delivery is at least once: a receiver dedupes on the `webhook-id` header.
+every attempt, since its DNS name may now resolve elsewhere, connects to the address it
+checked (`app.notify.urls.pinned`), and signs the request (see `app.notify.signing`). It
+does not follow redirects. Any 2xx answer counts as delivered. Anything else is a failed
+attempt: it goes into the delivery's `attempt_log` and is retried 10 s later, then the wait
+doubles each time up to 1 h, for `client_webhook_attempts` attempts (12 by default, about
+3.4 hours). A URL that now resolves to a non-public address is not retried. Delivery is at
+least once: a receiver dedupes on the `webhook-id` header.
 
 `job.completed` waits until the job's images are stored (up to `IMAGE_WAIT_S`), so the image
 URLs in it work when it arrives.
@@ -41,7 +42,7 @@ from app.jobs.models import Batch, Job, JobImage
 from app.jobs.status import JobStatus
 from app.notify.models import WebhookDelivery
 from app.notify.signing import signed_headers
-from app.notify.urls import UnsafeWebhookUrl, check_webhook_url
+from app.notify.urls import UnsafeWebhookUrl, check_webhook_url, pinned
 
 JOB_EVENTS = {
     JobStatus.COMPLETED: "job.completed",
@@ -261,7 +262,7 @@ class _Attempt:
 async def deliver_due(engine: JobEngine, limit: int = 50) -> int:
     """Send up to `limit` due deliveries concurrently and record each attempt; returns how
     many were attempted."""
-    outgoing = _claim_due(engine, limit)
+    outgoing = await asyncio.to_thread(_claim_due, engine, limit)  # off the event loop
     if not outgoing:
         return 0
     allow_private = engine.settings.private_webhook_urls_allowed
@@ -278,7 +279,7 @@ async def deliver_due(engine: JobEngine, limit: int = 50) -> int:
                     return _Attempt(at=utcnow(), duration_ms=0, error=type(error).__name__)
 
         results = await asyncio.gather(*(attempt(item) for item in outgoing))
-    _record(engine, outgoing, results)
+    await asyncio.to_thread(_record, engine, outgoing, results)
     return len(outgoing)
 
 
@@ -368,20 +369,30 @@ async def _attempt(client: httpx.AsyncClient, item: _Outgoing, *, allow_private:
     if item.secret is None:
         return result(error="no signing secret for the job's owner", final=True)
     try:
-        await asyncio.to_thread(check_webhook_url, item.url, allow_private=allow_private)
+        addresses = await asyncio.to_thread(
+            check_webhook_url, item.url, allow_private=allow_private
+        )
     except UnsafeWebhookUrl as error:
         # A name that does not resolve may again; one that resolves somewhere private stays out.
         transient = isinstance(error.__cause__, socket.gaierror | UnicodeError)
         return result(error=f"refused: {error}", final=not transient)
+    target = pinned(item.url, addresses)
     headers = {
         "content-type": "application/json",
         "user-agent": USER_AGENT,
+        **target.headers,
         **signed_headers(item.secret, item.id, int(time.time()), item.body),
     }
     try:
         async with (
             asyncio.timeout(SEND_TIMEOUT_S),
-            client.stream("POST", item.url, content=item.body, headers=headers) as response,
+            client.stream(
+                "POST",
+                target.url,
+                content=item.body,
+                headers=headers,
+                extensions=target.extensions,
+            ) as response,
         ):
             status = response.status_code  # the body is not read
     except TimeoutError:
