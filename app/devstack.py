@@ -1,6 +1,7 @@
-"""`podrelay run`: start every Podrelay process on this machine with embedded defaults.
+"""`podrelay dev`: start every Podrelay process on this machine with embedded defaults.
 
-Each child's output is shown with a name prefix; Ctrl-C (or one child dying) stops them all.
+Each child's output is shown with a coloured name prefix; Ctrl-C (or one child dying) stops
+them all: SIGINT to every child's process group at once, SIGKILL to what is left after a grace.
 """
 
 import os
@@ -19,12 +20,15 @@ from typing import Any
 import httpx
 import psycopg
 from psycopg import sql
+from rich.console import Console
+from rich.text import Text
 
 from app.core.config import Settings
 
 API_HOST = "127.0.0.1"
 API_PORT = 8000
 _STOP_GRACE_S = 10.0
+_COLOURS = ("cyan", "magenta", "green", "yellow", "blue")
 
 
 @dataclass(frozen=True)
@@ -33,13 +37,15 @@ class Service:
     argv: list[str]
 
 
-def stack_services(settings: Settings) -> list[Service]:
+def stack_services(
+    settings: Settings, *, host: str = API_HOST, port: int = API_PORT
+) -> list[Service]:
     """The processes of the local stack; the simulator only when no RunPod is configured."""
     python = sys.executable
     services = [
         Service(
             "api",
-            [python, "-m", "uvicorn", "app.main:app", "--host", API_HOST, "--port", str(API_PORT)],
+            [python, "-m", "uvicorn", "app.main:app", "--host", host, "--port", str(port)],
         ),
         Service("worker", worker_argv()),
     ]
@@ -52,23 +58,23 @@ def stack_services(settings: Settings) -> list[Service]:
     return services
 
 
-def worker_argv(*, concurrency: int = 8, beat: bool = True) -> list[str]:
+def worker_argv(*, concurrency: int = 8, beat: bool = True, loglevel: str = "WARNING") -> list[str]:
     """A Celery worker for every queue, with the embedded beat that drives the tracker."""
     argv = [
         sys.executable, "-m", "celery", "-A", "app.celery_app", "worker",
-        "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", "WARNING",
+        "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", loglevel,
     ]  # fmt: skip
     return [*argv, "--beat"] if beat else argv
 
 
 def start_process(
-    argv: list[str], *, env: dict[str, str], log_path: Path
+    argv: list[str], *, env: dict[str, str], log_path: Path, cwd: Path | None = None
 ) -> "subprocess.Popen[bytes]":
     """Start a child in its own process group with output to `log_path` (tests, benchmarks)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(  # noqa: S603 - argv built by the caller from our own parts
-            argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
         )
 
 
@@ -96,16 +102,19 @@ def stop_process(process: "subprocess.Popen[Any]", *, kill: bool = False) -> Non
         process.wait()
 
 
-def run_stack(services: list[Service]) -> int:
+def run_stack(services: list[Service], *, api_url: str = f"http://{API_HOST}:{API_PORT}") -> int:
     """Run the services until Ctrl-C or until one exits; returns the exit status to use."""
     children: list[tuple[Service, subprocess.Popen[str]]] = []
+    # Also when started with SIGINT ignored (`podrelay dev &` in a script): it must stop us.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if any(service.name == "simulator" for service in services):
         # The local simulator can reach the local API, so completions arrive by webhook.
-        env.setdefault("PUBLIC_BASE_URL", f"http://{API_HOST}:{API_PORT}")
+        env.setdefault("PUBLIC_BASE_URL", api_url)
+    console = Console(highlight=False, soft_wrap=True)
     try:
-        for service in services:
+        for index, service in enumerate(services):
             process = subprocess.Popen(  # noqa: S603 - argv built from our own settings
                 service.argv,
                 stdout=subprocess.PIPE,
@@ -115,13 +124,19 @@ def run_stack(services: list[Service]) -> int:
                 start_new_session=True,
             )
             children.append((service, process))
-            threading.Thread(target=_relay, args=(service.name, process), daemon=True).start()
+            prefix = Text(f"{service.name:<9}| ", style=_COLOURS[index % len(_COLOURS)])
+            relay = threading.Thread(target=_relay, args=(console, prefix, process), daemon=True)
+            relay.start()
         return _watch(children)
     except KeyboardInterrupt:
-        print("\nstopping...", flush=True)
         return 0
     finally:
-        _stop_all(children)
+        # A second Ctrl-C must not cut the stop short and leave children behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if children:
+            print(f"\nstopping (at most {_STOP_GRACE_S:g} s)...", flush=True)
+        stop_all([process for _, process in children])
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
@@ -139,16 +154,35 @@ def _watch(children: list[tuple[Service, subprocess.Popen[str]]]) -> int:
         time.sleep(0.3)
 
 
-def _relay(name: str, process: subprocess.Popen[str]) -> None:
+def _relay(console: Console, prefix: Text, process: subprocess.Popen[str]) -> None:
     assert process.stdout is not None
-    width = 9
     for line in process.stdout:
-        print(f"{name:<{width}}| {line}", end="", flush=True)
+        console.print(prefix + Text(line.rstrip("\n")))
 
 
-def _stop_all(children: list[tuple[Service, subprocess.Popen[str]]]) -> None:
-    for _, process in reversed(children):
-        stop_process(process)
+def stop_all(processes: "list[subprocess.Popen[Any]]", *, grace: float = _STOP_GRACE_S) -> None:
+    """SIGINT every child's process group at once (a terminal's Ctrl-C, which they do not get in
+    their own sessions), wait up to `grace` seconds in all, then SIGKILL the groups left."""
+    for process in processes:
+        if process.poll() is None:
+            _signal_group(process, signal.SIGINT)
+    deadline = time.monotonic() + grace
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for process in processes:
+        # Also when the leader is gone: its children (the embedded beat) may still be running.
+        _signal_group(process, signal.SIGKILL)
+        process.wait()
+
+
+def _signal_group(process: "subprocess.Popen[Any]", signum: signal.Signals) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"

@@ -52,52 +52,172 @@ class RunPodTarget:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
-    environment: Environment = Environment.DEVELOPMENT
+    environment: Environment = Field(
+        default=Environment.DEVELOPMENT,
+        description="`development`, `testing` or `production`. Development allows anonymous "
+        "requests (as admin) and private webhook URLs unless the two ALLOW_* settings say no.",
+    )
 
-    runpod_api_key: SecretStr | None = None
-    runpod_url: str | None = None
-    runpod_endpoint_id: str | None = None
-    runpod_poll_interval: float = Field(default=5.0, gt=0, le=300)
-    runpod_job_timeout: float = Field(default=300.0, gt=0, le=7 * 24 * 3600)
-    runpod_connect_timeout: float = Field(default=5.0, gt=0, le=120)
-    runpod_read_timeout: float = Field(default=30.0, gt=0, le=600)
-    runpod_max_retries: int = Field(default=4, ge=0, le=20)
+    runpod_api_key: SecretStr | None = Field(
+        default=None, description="Your RunPod API key (never logged, never returned by the API)."
+    )
+    runpod_url: str | None = Field(
+        default=None,
+        description="`https://api.runpod.ai/v2/<endpoint_id>/run` (also `/runsync` or no "
+        "operation), or a base URL with RUNPOD_ENDPOINT_ID. Unset: the built-in simulator.",
+    )
+    runpod_endpoint_id: str | None = Field(
+        default=None, description="The endpoint id, when RUNPOD_URL is a base URL or unset."
+    )
+    runpod_poll_interval: float = Field(
+        default=5.0, gt=0, le=300, description="Longest gap in seconds between status checks."
+    )
+    runpod_job_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="Seconds a job may take in total before it is cancelled and `timed_out`.",
+    )
+    runpod_connect_timeout: float = Field(
+        default=5.0, gt=0, le=120, description="Connect timeout towards RunPod, in seconds."
+    )
+    runpod_read_timeout: float = Field(
+        default=30.0, gt=0, le=600, description="Read timeout towards RunPod, in seconds."
+    )
+    runpod_max_retries: int = Field(
+        default=4,
+        ge=0,
+        le=20,
+        description="Retries of a failed RunPod call (network error, 429, 5xx).",
+    )
 
-    simulator_host: str = "127.0.0.1"
-    simulator_port: int = Field(default=8001, ge=1, le=65535)
+    simulator_host: str = Field(
+        default="127.0.0.1", description="Where the built-in simulator listens (no RUNPOD_URL)."
+    )
+    simulator_port: int = Field(
+        default=8001, ge=1, le=65535, description="The built-in simulator's port."
+    )
 
     # Job engine.
-    public_base_url: str | None = None
-    job_max_timeout: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600)
-    submit_max_attempts: int = Field(default=3, ge=1, le=20)
-    submit_retry_base: float = Field(default=60.0, ge=0, le=3600)
-    runpod_status_rate_limit: int = Field(default=2000, ge=1)
-    runpod_status_rate_window: float = Field(default=10.0, gt=0)
-    runpod_run_rate_limit: int = Field(default=1000, ge=1)
-    runpod_cancel_rate_limit: int = Field(default=100, ge=1)
-    poll_sweep_interval: float = Field(default=1.0, gt=0, le=60)
-    webhook_safety_poll: float = Field(default=60.0, gt=0)
-    reconcile_interval: float = Field(default=15.0, gt=0)
-    image_download_attempts: int = Field(default=5, ge=1, le=50)
-    image_download_retry_base: float = Field(default=5.0, ge=0)
+    public_base_url: str | None = Field(
+        default=None,
+        description="The URL at which RunPod reaches this API; set, jobs end by webhook "
+        "(polling is the safety net); unset, by polling.",
+    )
+    job_max_timeout: float = Field(
+        default=3600.0,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="Longest `timeout` a request may ask for, in seconds.",
+    )
+    submit_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="Submission attempts on network errors, timeouts, 429 and 5xx.",
+    )
+    submit_retry_base: float = Field(
+        default=60.0,
+        ge=0,
+        le=3600,
+        description="First backoff between submission attempts in seconds (doubling).",
+    )
+    runpod_status_rate_limit: int = Field(
+        default=2000,
+        ge=1,
+        description="RunPod's /status allowance per window; polling stays under 90% of it.",
+    )
+    runpod_status_rate_window: float = Field(
+        default=10.0, gt=0, description="The window of the RunPod rate limits, in seconds."
+    )
+    runpod_run_rate_limit: int = Field(
+        default=1000, ge=1, description="RunPod's /run allowance per window (paces submissions)."
+    )
+    runpod_cancel_rate_limit: int = Field(
+        default=100, ge=1, description="RunPod's /cancel allowance per window."
+    )
+    poll_sweep_interval: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Seconds between tracker ticks (resubmissions, polls, deadlines, downloads).",
+    )
+    webhook_safety_poll: float = Field(
+        default=60.0,
+        gt=0,
+        description="In webhook mode, seconds to wait for the webhook before asking RunPod.",
+    )
+    reconcile_interval: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds between reconciler runs (lapsed jobs back on schedule).",
+    )
+    image_download_attempts: int = Field(
+        default=5, ge=1, le=50, description="Attempts to download an image from a worker's URL."
+    )
+    image_download_retry_base: float = Field(
+        default=5.0, ge=0, description="First backoff between image downloads in s (doubling)."
+    )
 
     # API.
-    allow_anonymous: bool | None = None
-    allow_private_webhook_urls: bool | None = None
-    requests_per_minute: int = Field(default=120, ge=1)
-    max_concurrent_jobs: int = Field(default=100, ge=1)
-    max_request_bytes: int = Field(default=64 * 1024, ge=1024)
-    request_body_timeout: float = Field(default=30.0, gt=0, le=600)
-    gpu_price_per_second: float = Field(default=0.00044, ge=0)
-    client_webhook_attempts: int = Field(default=12, ge=1, le=50)
-    webhook_signing_secret: SecretStr = SecretStr("whsec_development_only")
+    allow_anonymous: bool | None = Field(
+        default=None,
+        description="Accept requests without an API key (default: only in development).",
+    )
+    allow_private_webhook_urls: bool | None = Field(
+        default=None,
+        description="Client webhook URLs on loopback/private addresses (default: development).",
+    )
+    requests_per_minute: int = Field(
+        default=120, ge=1, description="Requests per minute per API key (in Redis when set)."
+    )
+    max_concurrent_jobs: int = Field(
+        default=100, ge=1, description="Unfinished jobs per API key at any one time."
+    )
+    max_request_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Largest request body accepted, in bytes."
+    )
+    request_body_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Seconds a client may take to send a body (slower gets 408).",
+    )
+    gpu_price_per_second: float = Field(
+        default=0.00044, ge=0, description="USD per GPU second, for the cost estimates."
+    )
+    client_webhook_attempts: int = Field(
+        default=12,
+        ge=1,
+        le=50,
+        description="Delivery attempts of a signed webhook (backoff from 10 s doubling, max 1 h).",
+    )
+    webhook_signing_secret: SecretStr = Field(
+        default=SecretStr("whsec_development_only"),
+        description="Signs webhooks of anonymous callers (keys have their own); set it "
+        "outside development.",
+    )
 
-    redis_url: str | None = None
-    database_url: str = "sqlite:///./data/podrelay.db"
-    data_dir: Path = Path("data")
-    media_dir: Path = Path("data/media")
-    log_level: str = "INFO"
-    log_file: Path | None = Path("logs/app.log")
+    redis_url: str | None = Field(
+        default=None,
+        description="Celery broker (and shared rate-limit counters); unset: an embedded broker "
+        "under DATA_DIR, no server needed.",
+    )
+    database_url: str = Field(
+        default="sqlite:///./data/podrelay.db",
+        description="The job ledger: SQLite, or `postgresql+psycopg://user@host:5432/db`.",
+    )
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="Local state: embedded broker, beat schedule, gates.",
+    )
+    media_dir: Path = Field(
+        default=Path("data/media"), description="Where result images are kept (by content hash)."
+    )
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_file: Path | None = Field(
+        default=Path("logs/app.log"), description="Log file, besides stderr (rotated at 20 MB)."
+    )
 
     @property
     def webhook_base_url(self) -> str | None:
