@@ -81,6 +81,8 @@ def create_celery(settings: Settings) -> Celery:
         result_expires=RESULT_TTL_S,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        # loguru already writes to stderr; redirected, every line would be logged twice.
+        worker_redirect_stdouts=False,
         beat_schedule_filename=str((settings.data_dir / "celerybeat-schedule").resolve()),
         beat_schedule={
             "track-jobs": {
