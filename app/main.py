@@ -6,9 +6,10 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from app import __version__
-from app.api import ops, webhooks
+from app.api import examples, ops, webhooks
 from app.api.endpoints import runpod_endpoints
 from app.api.errors import install_error_handlers, problem_responses
+from app.api.openapi_docs import json_example, keep_example_nulls
 from app.api.ratelimit import enforce_rate_limit, rate_limiter_from_settings
 from app.core.config import settings_or_exit
 from app.core.logging import configure_logging, redact_access_logs
@@ -44,6 +45,7 @@ def create_app() -> FastAPI:
     )
 
     install_error_handlers(application)
+    keep_example_nulls(application)
     application.include_router(
         runpod_endpoints.router,
         prefix="/api/v1",
@@ -54,7 +56,12 @@ def create_app() -> FastAPI:
     application.include_router(playground.router)
     ops.install_operations(application, settings)  # /readyz, /metrics, body limits
 
-    @application.get("/healthz", tags=["operations"], summary="Liveness probe")
+    @application.get(
+        "/healthz",
+        tags=["operations"],
+        summary="Liveness probe",
+        responses={200: json_example(examples.HEALTHZ)},
+    )
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 

@@ -8,8 +8,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from loguru import logger
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.api import examples
 
 PROBLEM_JSON = "application/problem+json"
 _PROBLEM_REF = "#/components/schemas/Problem"
@@ -17,6 +19,8 @@ _PROBLEM_REF = "#/components/schemas/Problem"
 
 class Problem(BaseModel):
     """An error answer (RFC 9457 problem details with Podrelay's stable `code`)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [*examples.PROBLEMS]})
 
     type: str = "about:blank"
     title: str

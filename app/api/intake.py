@@ -4,23 +4,34 @@ one commit and one broker message on many requests instead of on each.
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI
 from loguru import logger
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from app.accounts.models import ApiKey
 from app.accounts.service import hash_key
 from app.api.callers import Caller, key_caller
-from app.api.errors import ApiError
-from app.api.schemas import GenerateRequest, JobOut
+from app.api.errors import ApiError, Conflict, NotFound
+from app.api.schemas import GenerateRequest, JobOut, WebhookReceipt
 from app.api.submissions import active_job_counts, check_capacity, params_of
 from app.api.views import job_out
 from app.core.batching import GroupRunner
 from app.jobs import service
 from app.jobs.engine import JobEngine
-from app.jobs.models import Job
-from app.tasks.runpod_tasks import submit_jobs_task
+from app.jobs.models import Job, JobImage
+from app.jobs.webhooks import WebhookOutcome, WebhookRejected, receive_runpod_webhook
+from app.tasks.runpod_tasks import cancel_runpod_job_task, store_images_task, submit_jobs_task
+
+_REJECTIONS: dict[int, type[ApiError]] = {404: NotFound, 409: Conflict}
+
+
+@dataclass(frozen=True)
+class RunPodDelivery:
+    token: str
+    payload: Any
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,9 @@ class Intake:
         self._engine = engine
         self._keys: GroupRunner[str, Caller | None] = GroupRunner(self._find_callers)
         self._jobs: GroupRunner[NewJob, JobOut] = GroupRunner(self._accept)
+        self._webhooks: GroupRunner[RunPodDelivery, WebhookReceipt] = GroupRunner(
+            self._receive_webhooks
+        )
 
     async def caller(self, plaintext_key: str) -> Caller | None:
         """The caller of a live API key; None for an unknown or revoked one."""
@@ -56,6 +70,10 @@ class Intake:
     async def accept(self, new_job: NewJob) -> JobOut:
         """Record the job durably, then enqueue its submission; returns the 202 resource."""
         return await self._jobs.run(new_job)
+
+    async def runpod_webhook(self, delivery: RunPodDelivery) -> WebhookReceipt:
+        """Apply a RunPod job webhook to the ledger, then enqueue what it calls for."""
+        return await self._webhooks.run(delivery)
 
     def _find_callers(self, key_hashes: list[str]) -> list[Caller | None]:
         settings = self._engine.settings
@@ -94,6 +112,55 @@ class Intake:
             job_out(job, price_per_second=price, fresh=True) if isinstance(job, Job) else job
             for job in outcomes
         ]
+
+    def _receive_webhooks(
+        self, deliveries: list[RunPodDelivery]
+    ) -> list[WebhookReceipt | Exception]:
+        try:
+            with self._engine.db.session() as session:
+                outcomes = [self._receive(session, delivery) for delivery in deliveries]
+                image_jobs = _jobs_awaiting_images(session, outcomes)
+        except Exception:  # one delivery broke the shared transaction: each on its own
+            if len(deliveries) == 1:
+                raise
+            return [self._receive_alone(delivery) for delivery in deliveries]
+        # Enqueued only after the commit above, so the tasks always find what they look for.
+        if image_jobs:
+            store_images_task.delay()
+        for outcome in outcomes:
+            if isinstance(outcome, WebhookOutcome):
+                for runpod_job_id in outcome.cancel_runpod_jobs:
+                    cancel_runpod_job_task.delay(runpod_job_id)
+        return [
+            WebhookReceipt(received=True, changed=outcome.changed)
+            if isinstance(outcome, WebhookOutcome)
+            else outcome
+            for outcome in outcomes
+        ]
+
+    def _receive_alone(self, delivery: RunPodDelivery) -> WebhookReceipt | Exception:
+        try:
+            receipt = self._receive_webhooks([delivery])[0]
+        except Exception as error:  # noqa: BLE001 - handed to this delivery's caller
+            return error
+        return receipt
+
+    def _receive(self, session: Session, delivery: RunPodDelivery) -> WebhookOutcome | ApiError:
+        try:
+            return receive_runpod_webhook(
+                session, delivery.token, delivery.payload, store=self._engine.store
+            )
+        except WebhookRejected as error:  # raised before it changes anything
+            rejection = _REJECTIONS.get(error.status_code, ApiError)
+            return rejection(str(error), code="webhook_rejected")
+
+
+def _jobs_awaiting_images(session: Session, outcomes: list[WebhookOutcome | ApiError]) -> list[str]:
+    changed = [o.job_id for o in outcomes if isinstance(o, WebhookOutcome) and o.changed]
+    if not changed:
+        return []
+    query = select(JobImage.job_id).where(JobImage.job_id.in_(changed), JobImage.state == "pending")
+    return list(session.scalars(query.distinct()))
 
 
 def intake_of(application: FastAPI) -> Intake:

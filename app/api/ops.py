@@ -28,13 +28,14 @@ from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from redis.exceptions import RedisError
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api import examples
 from app.api.deps import EngineDep
 from app.api.limits import (
     RUNPOD_WEBHOOK_MAX_BYTES,
@@ -42,6 +43,7 @@ from app.api.limits import (
     BodyLimitMiddleware,
     BodyLimits,
 )
+from app.api.openapi_docs import json_example
 from app.api.ratelimit import RateLimitHeadersMiddleware
 from app.core.config import Settings
 from app.core.db import Database
@@ -64,6 +66,8 @@ class Check(BaseModel):
 
 
 class Readiness(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.READY, examples.NOT_READY]})
+
     status: Literal["ready", "not_ready"]
     checks: dict[str, Check]
 
@@ -92,7 +96,12 @@ def install_operations(application: FastAPI, settings: Settings) -> None:
     summary="Readiness probe",
     response_model=Readiness,
     response_model_exclude_none=True,
-    responses={503: {"model": Readiness, "description": "Not ready; `checks` say why"}},
+    responses={
+        503: {
+            "model": Readiness,
+            **json_example(examples.NOT_READY, "Not ready; `checks` say why"),
+        }
+    },
 )
 async def readyz(request: Request, engine: EngineDep) -> JSONResponse:
     settings = engine.settings
@@ -192,7 +201,12 @@ async def _check_runpod(application: Any, settings: Settings) -> Check:
     "/metrics",
     summary="Prometheus metrics of this API process",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {}}}},
+    responses={
+        200: {
+            "description": "Prometheus text exposition format (an excerpt below).",
+            "content": {"text/plain": {"example": examples.METRICS}},
+        }
+    },
 )
 def metrics(request: Request, engine: EngineDep) -> Response:
     encoder, content_type = choose_encoder(request.headers.get("accept", ""))

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Path
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 
+from app.api import examples
 from app.jobs.status import JobStatus
 from app.services.generation_defaults import MAX_PROMPT_LENGTH, GenerationParams
 
@@ -37,7 +38,7 @@ class GenerateRequest(GenerationOptions):
     model_config = ConfigDict(
         extra="forbid",
         frozen=True,
-        json_schema_extra={"examples": [{"prompt": "beautiful anime girl"}]},
+        json_schema_extra={"examples": [examples.GENERATE_REQUEST]},
     )
 
     prompt: Prompt
@@ -47,7 +48,7 @@ class BatchRequest(GenerationOptions):
     model_config = ConfigDict(
         extra="forbid",
         frozen=True,
-        json_schema_extra={"examples": [{"prompts": ["a red fox", "a lighthouse at dusk"]}]},
+        json_schema_extra={"examples": [examples.BATCH_REQUEST]},
     )
 
     prompts: list[Prompt] = Field(min_length=1, max_length=10)
@@ -112,6 +113,10 @@ class WebhookDeliveryOut(BaseModel):
 
 
 class JobOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [examples.COMPLETED_JOB, examples.PENDING_JOB]}
+    )
+
     id: str
     object: Literal["job"] = "job"
     status: JobStatus
@@ -135,6 +140,10 @@ class JobOut(BaseModel):
 
 
 class BatchOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [examples.RUNNING_BATCH, examples.ACCEPTED_BATCH]}
+    )
+
     id: str
     object: Literal["batch"] = "batch"
     created_at: datetime
@@ -149,11 +158,15 @@ class BatchOut(BaseModel):
 
 
 class JobPage(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.JOB_PAGE]})
+
     items: list[JobOut]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
 
 
 class ConnectionTestOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.CONNECTION_TEST]})
+
     ok: bool
     key_accepted: bool | None
     latency_ms: float
@@ -163,6 +176,8 @@ class ConnectionTestOut(BaseModel):
 
 
 class QueueStatsOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.QUEUE_STATS]})
+
     jobs_by_status: dict[str, int]
     queues: dict[str, int | None]
     runpod_health: dict[str, dict[str, int]] | None
@@ -180,10 +195,14 @@ class UsageDay(BaseModel):
 
 
 class UsageOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.USAGE]})
+
     days: list[UsageDay]
     gpu_price_per_second: float
 
 
 class WebhookReceipt(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.WEBHOOK_RECEIPT]})
+
     received: bool
     changed: bool = Field(description="False for a repeated or out-of-date delivery.")

@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import select
 
+from app.api import examples
 from app.api.deps import CallerDep, EngineDep, SessionDep
 from app.api.errors import NotFound, problem_responses
 from app.api.schemas import NO_NUL, BatchOut, JobPage, PathId, UsageDay, UsageOut
@@ -78,7 +79,13 @@ def get_batch(
 @router.get(
     "/jobs/{job_id}/events",
     summary="Live job events (Server-Sent Events)",
-    responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
+    responses={
+        **ERRORS,
+        200: {
+            "description": "An event stream: one `id`/`event`/`data` frame per job event.",
+            "content": {"text/event-stream": {"example": examples.EVENT_STREAM}},
+        },
+    },
     response_class=StreamingResponse,
 )
 def job_events(
@@ -156,7 +163,13 @@ def _events_after(
 @router.get(
     "/images/{image_id}",
     summary="A stored result image",
-    responses={**ERRORS, 200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}},
+    responses={
+        **ERRORS,
+        200: {
+            "description": "The image's bytes, as stored; immutable, its `ETag` is its sha256.",
+            "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
+        },
+    },
     response_class=FileResponse,
 )
 def get_image(

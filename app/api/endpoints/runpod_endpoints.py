@@ -10,11 +10,13 @@ from fastapi.concurrency import run_in_threadpool
 from loguru import logger
 from sqlalchemy import func, select
 
+from app.api import examples
 from app.api.callers import Caller
 from app.api.deps import CallerDep, EngineDep, IntakeDep, SessionDep, require_admin
 from app.api.endpoints import history
 from app.api.errors import Conflict, NotFound, problem_responses
 from app.api.intake import NewJob, enqueue_submissions
+from app.api.openapi_docs import json_example
 from app.api.schemas import (
     BatchOut,
     BatchRequest,
@@ -43,10 +45,17 @@ router.include_router(history.router)
 SUBMIT_ERRORS = {
     **problem_responses(400, 401, 408, 409, 413, 422, 429),
     200: {"model": JobOut, "description": "The job ended within `Prefer: wait=N`."},
+    202: json_example(examples.PENDING_JOB, "Accepted; poll `links.status`."),
 }
-BATCH_ERRORS = problem_responses(400, 401, 408, 409, 413, 422, 429)
+BATCH_ERRORS = {
+    **problem_responses(400, 401, 408, 409, 413, 422, 429),
+    202: json_example(examples.ACCEPTED_BATCH, "Accepted, one job per prompt."),
+}
 JOB_ERRORS = problem_responses(401, 404, 422)
-CANCEL_ERRORS = problem_responses(401, 404, 409, 422)
+CANCEL_ERRORS = {
+    **problem_responses(401, 404, 409, 422),
+    200: json_example(examples.CANCELLED_JOB, "Cancelled (or already cancelled)."),
+}
 ADMIN_ERRORS = problem_responses(401, 403, 422)
 MAX_WAIT_S = 60
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+)")
