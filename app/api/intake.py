@@ -126,7 +126,7 @@ class Intake:
             return [self._receive_alone(delivery) for delivery in deliveries]
         # Enqueued only after the commit above, so the tasks always find what they look for.
         if image_jobs:
-            store_images_task.delay()
+            store_images_task.delay(image_jobs)
         for outcome in outcomes:
             if isinstance(outcome, WebhookOutcome):
                 for runpod_job_id in outcome.cancel_runpod_jobs:

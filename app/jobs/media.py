@@ -18,13 +18,14 @@ _BATCH = 100
 _CONCURRENCY = 16
 
 
-async def store_due_images(engine: JobEngine, job_id: str | None = None) -> int:
-    """Fetch every pending image whose attempt is due (of one job, or of all); returns count."""
+async def store_due_images(engine: JobEngine, job_ids: list[str] | None = None) -> int:
+    """Fetch every pending image whose attempt is due (of these jobs, or of all); returns
+    how many were tried."""
     query = select(JobImage.id, JobImage.source_url).where(
         JobImage.state == "pending", JobImage.next_attempt_at <= utcnow()
     )
-    if job_id is not None:
-        query = query.where(JobImage.job_id == job_id)
+    if job_ids is not None:
+        query = query.where(JobImage.job_id.in_(job_ids))
 
     def due_images() -> list[tuple[str, str | None]]:
         with engine.db.session() as session:

@@ -112,9 +112,9 @@ def submit_jobs_task(job_ids: list[str]) -> None:
 
 
 @celery_app.task(acks_late=True, ignore_result=True)
-def store_images_task(job_id: str | None = None) -> None:
-    """Download the due images of one job, or of every job when no id is given."""
-    run(store_due_images(get_engine(), job_id))
+def store_images_task(job_ids: list[str]) -> None:
+    """Download the due images of these jobs."""
+    run(store_due_images(get_engine(), job_ids))
 
 
 @celery_app.task(acks_late=True, ignore_result=True)
