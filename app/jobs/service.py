@@ -161,6 +161,14 @@ def claim(session: Session, job_ids: list[str], *, lease_s: float) -> list[Job]:
     return list(session.scalars(select(Job).where(Job.claim_token == token)))
 
 
+def locked_job(session: Session, job_id: str) -> Job:
+    """The job, its row locked (PostgreSQL) until the transaction ends: a webhook and a poll,
+    or two polls, that read RunPod's answer for one job apply it one after the other, and the
+    later one sees the job as the first left it (terminal, with its result) and changes nothing.
+    """
+    return session.get_one(Job, job_id, with_for_update=True)
+
+
 def release(job: Job, *, next_check_at: datetime | None) -> None:
     job.claimed_until = None
     job.claim_token = None

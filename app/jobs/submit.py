@@ -16,8 +16,9 @@ from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
 from app.jobs.engine import JobEngine
-from app.jobs.models import Job, Submission
-from app.jobs.service import add_event, claim, move, new_submission, release
+from app.jobs.ledger import write_patiently
+from app.jobs.models import Submission
+from app.jobs.service import add_event, claim, locked_job, move, new_submission, release
 from app.jobs.status import JobStatus
 from app.runpod import (
     AmbiguousSubmissionError,
@@ -31,6 +32,8 @@ from app.services.generation_defaults import GenerationParams, build_runpod_inpu
 
 # Long enough for the client's own retries of one POST /run.
 SUBMIT_LEASE_S = 120.0
+# Recording RunPod's answers is retried until this long before the lease ends.
+RECORD_MARGIN_S = 10.0
 FIRST_POLL_S = 1.0
 
 
@@ -54,6 +57,7 @@ async def submit_jobs(engine: JobEngine, job_ids: list[str]) -> int:
     """
     # The ledger work runs off the event loop, so one batch's database round trips do not
     # stall every other submission, poll and download of this process.
+    lease_ends = asyncio.get_running_loop().time() + SUBMIT_LEASE_S
     prepared = await asyncio.to_thread(_prepare, engine, job_ids)
     if not prepared:
         return 0
@@ -70,7 +74,10 @@ async def submit_jobs(engine: JobEngine, job_ids: list[str]) -> int:
                 return error
 
     outcomes = await asyncio.gather(*(send(item) for item in prepared))
-    duplicates = await asyncio.to_thread(_record, engine, prepared, outcomes)
+    # RunPod's answers exist only here until recorded: wait out a database outage for them.
+    duplicates = await write_patiently(
+        lease_ends - RECORD_MARGIN_S, _record, engine, prepared, outcomes
+    )
     await asyncio.gather(*(cancel_quietly(engine, runpod_id) for runpod_id in duplicates))
     return len(prepared)
 
@@ -135,7 +142,9 @@ def _record_acceptance(
     """Store the RunPod id; returns a RunPod job to cancel when this one is not needed."""
     submission = _submission(session, token)
     submission.outcome, submission.runpod_job_id = "accepted", state.id
-    job = session.get_one(Job, job_id)
+    job = locked_job(session, job_id)
+    if job.runpod_job_id == state.id:
+        return None  # a write retried after its first commit did land (see write_patiently)
     if job.runpod_job_id or JobStatus(job.status).is_terminal:
         # Cancelled meanwhile, or an earlier ambiguous attempt was found by its webhook.
         add_event(session, job, "duplicate_cancelled", message=state.id)
@@ -156,7 +165,7 @@ def _record_failure(
     ambiguous = isinstance(error, AmbiguousSubmissionError)
     submission.outcome = "ambiguous" if ambiguous else "rejected"
     submission.error = error.message
-    job = session.get_one(Job, job_id)
+    job = locked_job(session, job_id)
     if JobStatus(job.status).is_terminal or job.runpod_job_id:
         release(job, next_check_at=job.next_poll_at)
         return

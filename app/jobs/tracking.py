@@ -15,16 +15,18 @@ from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
 from app.jobs.engine import JobEngine
+from app.jobs.ledger import write_patiently
 from app.jobs.media import store_due_images
 from app.jobs.models import Job
 from app.jobs.results import apply_state
-from app.jobs.service import claim, move, release
+from app.jobs.service import claim, locked_job, move, release
 from app.jobs.status import ACTIVE, JobStatus
 from app.jobs.submit import cancel_quietly, submit_jobs
 from app.notify.deliveries import deliver_due
 from app.runpod import JobState, NotFoundError, RunPodError
 
 POLL_LEASE_S = 60.0
+_LEASE_MARGIN_S = 10.0
 # Keep a tenth of RunPod's /status allowance spare for status calls made elsewhere.
 _RATE_SHARE = 0.9
 
@@ -80,11 +82,14 @@ def next_poll_delay(engine: JobEngine, job: Job) -> float:
 async def poll_due(engine: JobEngine) -> int:
     # The ledger work runs off the event loop, so its round trips do not stall this
     # process's submissions, downloads and other polls.
+    lease_ends = asyncio.get_running_loop().time() + POLL_LEASE_S
     targets = await asyncio.to_thread(_claim_polls, engine)
     if not targets:
         return 0
     readings = await asyncio.gather(*(_read(engine, runpod_id) for _, runpod_id in targets))
-    await asyncio.to_thread(_apply_readings, engine, targets, readings)
+    # Within the lease, a database outage delays the readings instead of stranding the jobs
+    # until their lease ends.
+    await write_patiently(lease_ends - _LEASE_MARGIN_S, _apply_readings, engine, targets, readings)
     return len(targets)
 
 
@@ -107,8 +112,10 @@ def _apply_readings(
     readings: list[JobState | RunPodError],
 ) -> None:
     with engine.db.session() as session:
-        for (job_id, runpod_id), reading in zip(targets, readings, strict=True):
-            job = session.get_one(Job, job_id)
+        # In one order everywhere, so two of these never wait on each other's locks.
+        pairs = sorted(zip(targets, readings, strict=True), key=lambda pair: pair[0][0])
+        for (job_id, runpod_id), reading in pairs:
+            job = locked_job(session, job_id)
             job.polls += 1
             if isinstance(reading, JobState):
                 apply_state(session, job, reading, store=engine.store, source="poll")
@@ -208,8 +215,8 @@ def _settle_overdue(
     RunPod jobs to cancel."""
     to_cancel: list[str] = []
     with engine.db.session() as session:
-        for job_id, runpod_id in targets:
-            job = session.get_one(Job, job_id)
+        for job_id, runpod_id in sorted(targets):
+            job = locked_job(session, job_id)
             if runpod_id and runpod_id in final:
                 apply_state(session, job, final[runpod_id], store=engine.store, source="deadline")
             else:

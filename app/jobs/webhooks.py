@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.jobs.models import Job, Submission
 from app.jobs.results import apply_state
-from app.jobs.service import add_event
+from app.jobs.service import add_event, locked_job
 from app.jobs.status import JobStatus
 from app.media.store import MediaStore
 from app.runpod import JobState
@@ -54,7 +54,7 @@ def receive_runpod_webhook(
         submission.runpod_job_id = state.id
     elif submission.runpod_job_id != state.id:
         raise WebhookRejected("the body is for another RunPod job", status_code=409)
-    job = session.get_one(Job, submission.job_id)
+    job = locked_job(session, submission.job_id)
     outcome = WebhookOutcome(job_id=job.id, changed=False)
     if job.runpod_job_id is None and not JobStatus(job.status).is_terminal:
         job.runpod_job_id = state.id

@@ -48,6 +48,12 @@ def admin_router(sim: Simulator) -> APIRouter:
         `status` is given, if it ended in that status."""
         return JSONResponse({"finished_at": sim.engine.finish_times(since, status)})
 
+    @router.get("/_sim/jobs/by-input", tags=["simulator admin"])
+    async def get_jobs_by_input() -> Response:
+        """Show the status of every job still kept, grouped by its input's fingerprint (the
+        one `jobs_by_fingerprint` counts): two jobs in one group are one input run twice."""
+        return JSONResponse(sim.engine.statuses_by_input())
+
     @router.post("/_sim/reset", tags=["simulator admin"])
     async def reset() -> Response:
         """Forget jobs and counters and restore the startup knobs."""

@@ -111,6 +111,9 @@ class SimulatorConfig(BaseModel):
     empty_output_rate: Rate = 0.0
     hang_rate: Rate = 0.0
     webhook_drop_rate: Rate = 0.0
+    # Ends every job's ttl (queue + run) this soon at most, whatever its policy asked, so jobs
+    # expire at RunPod (and answer 404) before the client's deadline; 0 leaves ttls alone.
+    ttl_cap_ms: NonNegInt = 0
 
     @field_validator("rate_limits")
     @classmethod

@@ -13,7 +13,7 @@ from collections import Counter
 from typing import Any
 
 from app.simulator.config import SimulatorConfig
-from app.simulator.counters import Counters
+from app.simulator.counters import Counters, fingerprint
 from app.simulator.envelope import Envelope
 from app.simulator.images import ImageRegistry
 from app.simulator.jobs import RETRYABLE, Job, JobQueue, JobStatus, health_counts
@@ -64,7 +64,7 @@ class Engine:
             input=envelope.input,
             webhook=envelope.webhook,
             execution_timeout_s=envelope.execution_timeout_ms / 1000,
-            ttl_s=envelope.ttl_ms / 1000,
+            ttl_s=self._ttl_s(envelope.ttl_ms),
             low_priority=envelope.low_priority,
             sync=sync,
             base_url=base_url,
@@ -76,6 +76,10 @@ class Engine:
         self._counters.record_job(envelope.input)
         self._enqueue(job)
         return job
+
+    def _ttl_s(self, requested_ms: int) -> float:
+        cap_ms = self._config.ttl_cap_ms
+        return (min(requested_ms, cap_ms) if cap_ms else requested_ms) / 1000
 
     def get(self, endpoint_id: str, job_id: str) -> Job | None:
         job = self._jobs.get(job_id)
@@ -141,6 +145,13 @@ class Engine:
             and job.finished_at + offset >= since
             and status in (None, job.status)
         }
+
+    def statuses_by_input(self) -> dict[str, list[str]]:
+        """The status of every job still kept, grouped by the fingerprint of its input."""
+        grouped: dict[str, list[str]] = {}
+        for job in self._jobs.values():
+            grouped.setdefault(fingerprint(job.input), []).append(job.status.value)
+        return grouped
 
     def jobs_by_status(self) -> dict[str, int]:
         count = Counter(job.status for job in self._jobs.values())

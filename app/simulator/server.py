@@ -111,6 +111,13 @@ class SimulatorServer:
         result: dict[str, Any] = response.json()
         return result
 
+    def statuses_by_input(self) -> dict[str, list[str]]:
+        """`GET /_sim/jobs/by-input`: job statuses grouped by input fingerprint."""
+        response = self._admin_client().get("/jobs/by-input")
+        response.raise_for_status()
+        result: dict[str, list[str]] = response.json()
+        return result
+
     def reset(self) -> None:
         """Forget jobs and counters and restore the startup knobs."""
         self._admin_client().post("/reset").raise_for_status()

@@ -6,7 +6,6 @@ Nothing here asserts timing: every wait polls the ledger against a generous dead
 """
 
 import json
-import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from tests.jobs.worker_stack import (
     StackFactory,
     WorkerStack,
     runpod_state_of,
+    stack_factory,
     wait_until,
 )
 
@@ -72,23 +72,11 @@ def sim_config(**knobs: Any) -> SimulatorConfig:
     return SimulatorConfig.model_validate(values)
 
 
-def _interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 @pytest.fixture
 def stacks(tmp_path: Path) -> Iterator[StackFactory]:
-    """Builds the test's stacks; stops every process and drops every database afterwards,
-    also when pytest itself is sent SIGTERM (as `timeout` does)."""
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    factory = StackFactory(tmp_path)
-    try:
+    """Builds the test's stacks; stops every process and drops every database afterwards."""
+    with stack_factory(tmp_path) as factory:
         yield factory
-    finally:
-        try:
-            factory.close()
-        finally:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def assert_completed_with_image(stack: WorkerStack, job: JobView) -> None:

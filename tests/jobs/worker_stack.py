@@ -14,8 +14,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +30,7 @@ from app.core.config import Settings
 from app.core.db import Database, utcnow
 from app.core.migrate import upgrade_database
 from app.devstack import (
+    PG_ADMIN_URL,
     start_process,
     stop_process,
     temporary_postgres_database,
@@ -251,7 +252,8 @@ class WorkerStack:
         self.celery: Any = create_celery(self.settings)
         self.processes: list[subprocess.Popen[bytes]] = []
         self.logs: list[Path] = []
-        self.worker: subprocess.Popen[bytes] | None = None
+        self.worker: subprocess.Popen[bytes] | None = None  # the one named "worker"
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self._starts = 0
         self._sim_http = httpx.Client(
             base_url=f"{simulator.base_url}/{ENDPOINT_ID}/",
@@ -278,33 +280,49 @@ class WorkerStack:
         self.logs.append(path)
         return path
 
-    def start_worker(self, *, concurrency: int = 8) -> subprocess.Popen[bytes]:
-        """A worker for every queue with the embedded beat; returns once it answers a ping."""
-        if self.worker is not None and self.worker.poll() is None:
-            raise RuntimeError("a worker is already running")
-        log = self._log_path("worker")
-        process = start_process(worker_argv(concurrency=concurrency), env=self.env, log_path=log)
+    def start_worker(
+        self,
+        *,
+        concurrency: int = 8,
+        name: str = "worker",
+        extra_env: Mapping[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """A worker for every queue with the embedded beat; returns once it answers a ping.
+
+        A stack runs several workers under different `name`s (their Celery node names);
+        `extra_env` is added to the stack's environment for this worker only.
+        """
+        running = self.workers.get(name)
+        if running is not None and running.poll() is None:
+            raise RuntimeError(f"worker {name} is already running")
+        log = self._log_path(name)
+        argv = [*worker_argv(concurrency=concurrency), "-n", f"{name}@%h"]
+        process = start_process(argv, env={**self.env, **(extra_env or {})}, log_path=log)
         self.processes.append(process)
-        self.worker = process
+        self.workers[name] = process
+        if name == "worker":
+            self.worker = process
+        node = f"{name}@{socket.gethostname()}"
 
         def ready() -> bool:
             if process.poll() is not None:
-                raise AssertionError(f"the worker exited with {process.returncode}\n{self.tail()}")
-            return bool(self.celery.control.ping(timeout=0.5))
+                raise AssertionError(f"{name} exited with {process.returncode}\n{self.tail()}")
+            return bool(self.celery.control.ping(destination=[node], timeout=0.5))
 
-        wait_until(ready, timeout=60, interval=0.1, what="worker answers ping", details=self.tail)
+        wait_until(ready, timeout=60, interval=0.1, what=f"{node} answers ping", details=self.tail)
         return process
 
-    def kill_worker(self) -> None:
+    def kill_worker(self, name: str = "worker") -> None:
         """kill -9 the worker and everything in its process group."""
-        assert self.worker is not None
-        os.killpg(self.worker.pid, signal.SIGKILL)
-        self.worker.wait(timeout=10)
-        self.worker = None
+        process = self.workers.pop(name)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+        if process is self.worker:
+            self.worker = None
 
-    def start_api(self) -> str:
-        """The API (the webhook receiver) on its port; returns its base URL."""
-        port = self.api_port or free_port()
+    def start_api(self, *, port: int | None = None) -> str:
+        """An API process on `port`, by default the webhook receiver's; returns its base URL."""
+        port = port or self.api_port or free_port()
         argv = [
             sys.executable, "-m", "uvicorn", "app.main:app",
             "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
@@ -482,18 +500,20 @@ class StackFactory:
         simulator: SimulatorServer,
         redis_server: RedisServer | None = None,
         webhooks: bool = False,
+        postgres_admin_url: str = PG_ADMIN_URL,
         **overrides: Any,
     ) -> WorkerStack:
         """A stack on its own folder and database; `overrides` are Settings fields.
 
         With `webhooks`, PUBLIC_BASE_URL is the URL of the API that `start_api()` starts.
+        A PostgreSQL ledger is a fresh database on the server `postgres_admin_url` names.
         """
         self._count += 1
         folder = self.folder / f"stack-{self._count}"
         folder.mkdir(parents=True)
         if ledger == "postgresql":
             database_url = self._cleanup.enter_context(
-                temporary_postgres_database("podrelay_worker")
+                temporary_postgres_database("podrelay_worker", admin_url=postgres_admin_url)
             )
         else:
             database_url = f"sqlite:///{folder / 'ledger.db'}"
@@ -517,6 +537,25 @@ class StackFactory:
 
     def close(self) -> None:
         self._cleanup.close()
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def stack_factory(folder: Path) -> Iterator[StackFactory]:
+    """A `StackFactory` closed on exit, also when pytest itself is sent SIGTERM (as `timeout`
+    does): its children run in their own process groups, which nothing else would stop."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    factory = StackFactory(folder)
+    try:
+        yield factory
+    finally:
+        try:
+            factory.close()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def runpod_state_of(body: dict[str, Any]) -> tuple[str, str | None]:

@@ -100,6 +100,22 @@ def test_jobs_route_reports_finish_times(
     assert queued not in finished_at
 
 
+def test_jobs_by_input_groups_statuses_by_fingerprint(
+    sim: SimulatorServer, client: httpx.Client
+) -> None:
+    twice = {"input": {"prompt": "twice", **SMALL}}
+    first = submit(client, twice)
+    wait_until(client, first)
+    client.post(f"/cancel/{submit(client, twice)}")
+    submit(client, {"input": {"prompt": "once", **SMALL}})
+    groups = sim.statuses_by_input()
+    created = sim.counters()["jobs_by_fingerprint"]
+    assert set(groups) == set(created)
+    assert sorted(map(len, groups.values())) == [1, 2]
+    [pair] = [statuses for statuses in groups.values() if len(statuses) == 2]
+    assert sorted(pair) == ["CANCELLED", "COMPLETED"]
+
+
 def test_openapi_schema_builds(anon: httpx.Client) -> None:
     # Warnings are errors under pytest, so a schema problem would surface as a 500 here.
     paths = anon.get("/openapi.json").json()["paths"]

@@ -1,5 +1,7 @@
 """Retention, TTL, execution timeout and policy bounds (contract 1.3, 3)."""
 
+import time
+
 import httpx
 import pytest
 
@@ -32,6 +34,18 @@ def test_ttl_deletes_job_mid_run(sim: SimulatorServer, client: httpx.Client) -> 
     # The worker is free again: a new job starts right away.
     sim.set_faults(workers=1, job_duration_ms=50)
     assert wait_until(client, submit(client))["status"] == "COMPLETED"
+
+
+def test_ttl_cap_shortens_the_ttl_a_job_asked_for(
+    sim: SimulatorServer, client: httpx.Client
+) -> None:
+    sim.set_faults(workers=0, ttl_cap_ms=300)
+    job_id = submit(client, {"input": {"prompt": "p"}, "policy": {"ttl": 600_000}})
+    assert 0.1 < wait_for_404(client, job_id) < 1.5
+    sim.set_faults(ttl_cap_ms=0)
+    kept = submit(client, {"input": {"prompt": "p"}, "policy": {"ttl": 600_000}})
+    time.sleep(0.5)
+    assert client.get(f"/status/{kept}").json()["status"] == "IN_QUEUE"
 
 
 def test_ttl_counts_queue_time(sim: SimulatorServer, client: httpx.Client) -> None:
