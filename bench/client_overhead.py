@@ -6,6 +6,7 @@ this run; the figure that matters is the ratio, not the absolute rate (the machi
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import sys
@@ -13,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -21,6 +23,7 @@ from app.runpod import RunPodClient
 from bench.stack import free_port
 
 Call = Callable[[], Awaitable[object]]
+FULL = {"requests": 2000, "concurrency": 32, "rounds": 3}
 
 
 async def measure(call: Call, *, requests: int, concurrency: int) -> tuple[float, float]:
@@ -42,7 +45,7 @@ async def measure(call: Call, *, requests: int, concurrency: int) -> tuple[float
     return requests / elapsed, statistics.quantiles(latencies, n=100)[98]
 
 
-async def run(requests: int, concurrency: int, rounds: int) -> None:
+async def run(requests: int, concurrency: int, rounds: int) -> dict[str, Any]:
     # The simulator runs in its own process, so it does not share this one's GIL.
     port = free_port()
     simulator = start_process(
@@ -64,12 +67,12 @@ async def run(requests: int, concurrency: int, rounds: int) -> None:
     base_url = f"http://127.0.0.1:{port}/v2"
     try:
         wait_http(f"http://127.0.0.1:{port}/_sim/config")
-        await _compare(base_url, requests, concurrency, rounds)
+        return await _compare(base_url, requests, concurrency, rounds)
     finally:
         stop_process(simulator)
 
 
-async def _compare(base_url: str, requests: int, concurrency: int, rounds: int) -> None:
+async def _compare(base_url: str, requests: int, concurrency: int, rounds: int) -> dict[str, Any]:
     async with (
         RunPodClient(api_key="k", endpoint_id="bench", base_url=base_url) as client,
         httpx.AsyncClient(
@@ -104,15 +107,30 @@ async def _compare(base_url: str, requests: int, concurrency: int, rounds: int) 
     print(f"{'bare httpx':16}{bare_rps:>10.0f}{bare_p99:>10.1f}")
     print(f"{'RunPodClient':16}{client_rps:>10.0f}{client_p99:>10.1f}")
     print(f"client/bare throughput ratio: {client_rps / bare_rps:.2f}")
+    return {
+        "rows": {
+            "bare": {"requests_per_s": bare_rps, "p99_ms": bare_p99},
+            "client": {"requests_per_s": client_rps, "p99_ms": client_p99},
+        },
+        "ratio": client_rps / bare_rps,
+    }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    asyncio.run(run(args.requests, args.concurrency, args.rounds))
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.client_overhead", description=__doc__)
+    for name, default in FULL.items():
+        parser.add_argument(f"--{name}", type=int, default=default)
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    result = asyncio.run(run(args.requests, args.concurrency, args.rounds))
+    if args.json:
+        config = {name: getattr(args, name) for name in FULL}
+        document = {"config": {**config, "cpus": os.cpu_count()}, **result}
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,27 @@
-"""The benchmarks at a tiny scale, so they keep working; `make bench` runs them in full."""
+"""The benchmarks at a tiny scale, so they keep working, and docs/BENCHMARKS.md rendered from
+what they wrote; `make bench` runs them in full."""
 
+import importlib
 import json
+import os
+import shlex
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Each benchmark's arguments for a run of a few seconds (the module's --json is added).
+LIGHT_STACK = " --db sqlite --broker embedded"
+TINY = {
+    "client_overhead": "--requests 60 --rounds 1".split(),
+    "submit": ("--duration 1 --warmup 0.5 --rounds 1 --concurrency 8" + LIGHT_STACK).split(),
+    "inflight": ("--jobs 20 --duration 1 --mode both --no-baseline" + LIGHT_STACK).split(),
+}
 
 
 def run_module(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -17,26 +35,30 @@ def run_module(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[
     )
 
 
-def test_inflight_benchmark_small_scale(tmp_path: Path) -> None:
-    output = tmp_path / "inflight.json"
-    result = run_module(
-        "bench.inflight",
-        "--jobs",
-        "20",
-        "--duration",
-        "1",
-        "--mode",
-        "both",
-        "--no-baseline",
-        "--db",
-        "sqlite",
-        "--broker",
-        "embedded",
-        "--json",
-        str(output),
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    results = json.loads(output.read_text())["results"]
+@dataclass
+class Runs:
+    folder: Path  # where each benchmark wrote <name>.json
+    processes: dict[str, subprocess.CompletedProcess[str]]
+
+    def document(self, name: str) -> dict[str, Any]:
+        process = self.processes[name]
+        assert process.returncode == 0, process.stdout[-2000:] + process.stderr[-2000:]
+        document: dict[str, Any] = json.loads((self.folder / f"{name}.json").read_text())
+        return document
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    folder = tmp_path_factory.mktemp("bench")
+    processes = {
+        name: run_module(f"bench.{name}", *args, "--json", str(folder / f"{name}.json"))
+        for name, args in TINY.items()
+    }
+    return Runs(folder, processes)
+
+
+def test_inflight_benchmark_small_scale(runs: Runs) -> None:
+    results = runs.document("inflight")["results"]
     for mode in ("webhook", "polling"):
         assert results[mode]["lost"] == 0
         assert results[mode]["duplicates"] == 0
@@ -44,7 +66,100 @@ def test_inflight_benchmark_small_scale(tmp_path: Path) -> None:
     assert results["webhook"]["calls_per_job"] <= 2
 
 
-def test_client_overhead_benchmark_small_scale() -> None:
-    result = run_module("bench.client_overhead", "--requests", "60", "--rounds", "1")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "client/bare throughput ratio:" in result.stdout
+def test_client_overhead_benchmark_small_scale(runs: Runs) -> None:
+    document = runs.document("client_overhead")
+    assert "client/bare throughput ratio:" in runs.processes["client_overhead"].stdout
+    rows = document["rows"]
+    assert document["ratio"] == rows["client"]["requests_per_s"] / rows["bare"]["requests_per_s"]
+    assert document["config"] == {
+        "requests": 60,
+        "concurrency": 32,
+        "rounds": 1,
+        "cpus": os.cpu_count(),
+    }
+
+
+def test_submit_benchmark_small_scale(runs: Runs) -> None:
+    document = runs.document("submit")
+    rows = document["rows"]
+    for side in ("bare", "podrelay"):
+        assert rows[side]["answered"] > 0
+        assert rows[side]["errors"] == {}
+    assert document["ratio"] == rows["podrelay"]["requests_per_s"] / rows["bare"]["requests_per_s"]
+    assert document["jobs_in_ledger"] >= rows["podrelay"]["answered"]
+
+
+def summary_rows(text: str) -> dict[str, list[str]]:
+    """The summary table's rows by benchmark name (the bold part of the first cell)."""
+    rows = [line.strip("| ").split(" | ") for line in text.splitlines() if line.startswith("| **")]
+    return {row[0].split("**")[1]: row for row in rows}
+
+
+def render(folder: Path, output: Path) -> tuple[str, str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.report", str(folder), str(output)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return output.read_text(), result.stdout
+
+
+def test_report_has_a_row_per_benchmark_with_its_command(runs: Runs, tmp_path: Path) -> None:
+    text, _ = render(runs.folder, tmp_path / "BENCHMARKS.md")
+    rows = summary_rows(text)
+    names = {"RunPod client overhead", "Submission throughput"}
+    names |= {"In-flight jobs, webhook", "In-flight jobs, polling"}
+    assert rows.keys() == names
+    benches = {
+        "RunPod client overhead": ("client_overhead", {}),
+        "Submission throughput": ("submit", {}),
+        "In-flight jobs, webhook": ("inflight", {"mode": "webhook"}),
+        "In-flight jobs, polling": ("inflight", {"mode": "polling"}),
+    }
+    for name, (bench, overrides) in benches.items():
+        row = rows[name]
+        assert len(row) == 7, row
+        assert "quick scale" in row[0]
+        assert "not run" not in row
+        # The command parses back to what the run recorded (the row's mode for in-flight).
+        program, _, module, *argv = shlex.split(row[6].strip("`"))
+        assert (program, module) == (".venv/bin/python", f"bench.{bench}")
+        parsed = vars(importlib.import_module(module).parse_args(argv))
+        recorded = {**runs.document(bench)["config"], **overrides}
+        for key in parsed.keys() - {"json", "keep"}:
+            assert parsed[key] == recorded[key], (name, key)
+    submit = runs.document("submit")
+    assert rows["Submission throughput"][5].startswith("yes" if submit["ratio"] >= 0.5 else "**no")
+    targets = runs.document("inflight")["results"]["webhook"]["targets"]
+    assert rows["In-flight jobs, webhook"][5].startswith("yes" if all(targets.values()) else "**no")
+    assert rows["RunPod client overhead"][5] == "no target"
+
+    cpu = next(
+        line for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line
+    )
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
+    assert f"{os.cpu_count()} cores ({cpu.split(':', 1)[1].strip()}), {memory:.0f} GB RAM" in text
+    assert f"on {datetime.now(UTC):%Y-%m-%d}" in text
+    assert "`make bench`" in text
+    assert "same run" in text
+    assert "| lag to ledger p50/p99/max s |" in text.partition("## In-flight jobs")[2]
+
+
+def test_report_shows_what_did_not_run(runs: Runs, tmp_path: Path) -> None:
+    shutil.copy(runs.folder / "submit.json", tmp_path)
+    document = runs.document("inflight")
+    del document["results"]["polling"]  # a `--mode webhook` run
+    (tmp_path / "inflight.json").write_text(json.dumps(document))
+    text, stdout = render(tmp_path, tmp_path / "out" / "BENCHMARKS.md")
+    rows = summary_rows(text)
+    assert len(rows) == 4
+    for name in ("RunPod client overhead", "In-flight jobs, polling"):
+        assert rows[name][2] == rows[name][5] == "not run"
+    assert rows["RunPod client overhead"][3] == "not run"
+    for name in ("Submission throughput", "In-flight jobs, webhook"):
+        assert "not run" not in rows[name][2]
+        assert rows[name][5] != "not run"
+    assert "not run: no `" in text  # the client overhead section says which file is missing
+    assert stdout.strip().endswith("(not run: client_overhead)")
