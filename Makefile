@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint fmt bench bench-quick simulator venv clean
+.PHONY: run test lint fmt bench bench-quick chaos simulator venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,9 +14,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## Start the whole stack with embedded defaults (simulator stands in for RunPod).
+## `podrelay dev`: migrations, then simulator (stands in for RunPod), worker with beat, API.
 run: $(STAMP)
-	$(BIN)/podrelay run
+	$(BIN)/podrelay dev
 
 ## The full test suite (real HTTP, real services).
 test: $(STAMP)
@@ -31,17 +31,37 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## Benchmarks; results are ratios against a baseline measured in the same run.
-bench: $(STAMP)
-	$(BIN)/python -m bench.client_overhead
-	$(BIN)/python -m bench.submit
-	$(BIN)/python -m bench.inflight
+## Chaos at full scale (500 jobs per scenario) and deeper API fuzzing; writes docs/RELIABILITY.md.
+CHAOS_JOBS ?= 500
+FUZZ_EXAMPLES ?= 300
+CHAOS_RESULTS := data/chaos/results.json
+chaos: $(STAMP)
+	PODRELAY_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -p no:cacheprovider tests/api/test_schema_fuzz.py
+	rm -f $(CHAOS_RESULTS)
+	PODRELAY_CHAOS_JOBS=$(CHAOS_JOBS) PODRELAY_CHAOS_RESULTS=$(CHAOS_RESULTS) \
+		$(BIN)/pytest -p no:cacheprovider -s tests/chaos; status=$$?; \
+	$(BIN)/python -m tests.chaos.report $(CHAOS_RESULTS) docs/RELIABILITY.md \
+		--fuzz-examples $(FUZZ_EXAMPLES) && exit $$status
 
-## A few minutes instead of about twenty: the same benchmarks at small scale.
+## Benchmarks; results are ratios against a baseline measured in the same run. Each writes its
+## JSON into data/bench/, then bench.report writes docs/BENCHMARKS.md from them (a benchmark
+## that failed shows as "not run" there, and make still fails).
+## $(call run_benchmarks,json dir,client_overhead args,submit and inflight args,report)
+define run_benchmarks
+	rm -rf $(1) && mkdir -p $(1)
+	status=0; \
+	$(BIN)/python -m bench.client_overhead $(2) --json $(1)/client_overhead.json || status=1; \
+	$(BIN)/python -m bench.submit $(3) --json $(1)/submit.json || status=1; \
+	$(BIN)/python -m bench.inflight $(3) --json $(1)/inflight.json || status=1; \
+	$(BIN)/python -m bench.report $(1) $(4) && exit $$status
+endef
+
+bench: $(STAMP)
+	$(call run_benchmarks,data/bench,,,docs/BENCHMARKS.md)
+
+## A few minutes instead of about twenty: the same benchmarks at small scale (docs untouched).
 bench-quick: $(STAMP)
-	$(BIN)/python -m bench.client_overhead --requests 500 --rounds 1
-	$(BIN)/python -m bench.submit --quick
-	$(BIN)/python -m bench.inflight --quick
+	$(call run_benchmarks,data/bench-quick,--requests 500 --rounds 1,--quick,data/bench-quick/BENCHMARKS.md)
 
 simulator: $(STAMP)
 	$(BIN)/podrelay simulator --port 8001
