@@ -152,6 +152,16 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds between reconciler runs (lapsed jobs back on schedule).",
     )
+    submit_lease: float = Field(
+        default=120.0,
+        ge=10,
+        description="Seconds a worker holds the jobs it submits; a killed worker's wait this long.",
+    )
+    poll_lease: float = Field(
+        default=60.0,
+        ge=5,
+        description="Seconds a worker holds the jobs it polls; a killed worker's wait this long.",
+    )
     image_download_attempts: int = Field(
         default=5, ge=1, le=50, description="Attempts to download an image from a worker's URL."
     )

@@ -30,8 +30,6 @@ from app.runpod import (
 from app.runpod.client import deadline_policy
 from app.services.generation_defaults import GenerationParams, build_runpod_input
 
-# Long enough for the client's own retries of one POST /run.
-SUBMIT_LEASE_S = 120.0
 # Recording RunPod's answers is retried until this long before the lease ends.
 RECORD_MARGIN_S = 10.0
 FIRST_POLL_S = 1.0
@@ -57,7 +55,7 @@ async def submit_jobs(engine: JobEngine, job_ids: list[str]) -> int:
     """
     # The ledger work runs off the event loop, so one batch's database round trips do not
     # stall every other submission, poll and download of this process.
-    lease_ends = asyncio.get_running_loop().time() + SUBMIT_LEASE_S
+    lease_ends = asyncio.get_running_loop().time() + engine.settings.submit_lease
     prepared = await asyncio.to_thread(_prepare, engine, job_ids)
     if not prepared:
         return 0
@@ -100,7 +98,7 @@ def _prepare(engine: JobEngine, job_ids: list[str]) -> list[_Prepared]:
     """Claim the jobs that still need submitting and open a submission for each."""
     prepared: list[_Prepared] = []
     with engine.db.session() as session:
-        for job in claim(session, job_ids, lease_s=SUBMIT_LEASE_S):
+        for job in claim(session, job_ids, lease_s=engine.settings.submit_lease):
             if job.status != JobStatus.PENDING or job.runpod_job_id:
                 release(job, next_check_at=job.next_poll_at)
                 continue

@@ -25,7 +25,6 @@ from app.jobs.submit import cancel_quietly, submit_jobs
 from app.notify.deliveries import deliver_due
 from app.runpod import JobState, NotFoundError, RunPodError
 
-POLL_LEASE_S = 60.0
 _LEASE_MARGIN_S = 10.0
 # Keep a tenth of RunPod's /status allowance spare for status calls made elsewhere.
 _RATE_SHARE = 0.9
@@ -82,7 +81,7 @@ def next_poll_delay(engine: JobEngine, job: Job) -> float:
 async def poll_due(engine: JobEngine) -> int:
     # The ledger work runs off the event loop, so its round trips do not stall this
     # process's submissions, downloads and other polls.
-    lease_ends = asyncio.get_running_loop().time() + POLL_LEASE_S
+    lease_ends = asyncio.get_running_loop().time() + engine.settings.poll_lease
     targets = await asyncio.to_thread(_claim_polls, engine)
     if not targets:
         return 0
@@ -102,7 +101,7 @@ def _claim_polls(engine: JobEngine) -> list[tuple[str, str]]:
             .order_by(Job.next_poll_at)
             .limit(poll_budget(engine))
         ).all()
-        jobs = claim(session, list(due), lease_s=POLL_LEASE_S)
+        jobs = claim(session, list(due), lease_s=engine.settings.poll_lease)
         return [(job.id, job.runpod_job_id or "") for job in jobs]
 
 
@@ -204,7 +203,7 @@ def _claim_overdue(engine: JobEngine) -> list[tuple[str, str | None]]:
                 _tick_share(engine, engine.settings.runpod_cancel_rate_limit)
             )
         ).all()
-        jobs = claim(session, [*unsent, *sent], lease_s=POLL_LEASE_S)
+        jobs = claim(session, [*unsent, *sent], lease_s=engine.settings.poll_lease)
         return [(job.id, job.runpod_job_id) for job in jobs]
 
 

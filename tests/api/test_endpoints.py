@@ -10,9 +10,13 @@ import pytest
 from PIL import Image
 
 from app.accounts.service import create_key, revoke_key
+from app.core.db import utcnow
+from app.jobs import service
 from app.jobs.engine import JobEngine
+from app.jobs.models import JobImage
 from app.jobs.submit import submit_job
 from app.jobs.tracking import tick
+from app.services.generation_defaults import GenerationParams
 from app.simulator.server import SimulatorServer
 
 API = "/api/v1/runpod"
@@ -294,3 +298,32 @@ async def test_connection_test_and_usage(api: Api) -> None:
     assert (day["jobs"], day["completed"], day["images"]) == (1, 1, 1)
     assert day["gpu_seconds"] > 0
     assert day["estimated_usd"] > 0
+
+
+async def test_an_image_still_downloading_redirects_to_its_origin(api: Api) -> None:
+    origin = "http://127.0.0.1:9/results/origin.png"
+    with api.engine.db.session() as session:
+        job = service.create_job(
+            session,
+            owner="anonymous",
+            prompt="p",
+            negative_prompt=None,
+            params=GenerationParams(),
+            timeout_s=60,
+        )
+        pending = JobImage(
+            id="img_pending", job_id=job.id, index=0, state="pending", source_url=origin,
+            download_attempts=0, created_at=utcnow(),
+        )  # fmt: skip
+        failed = JobImage(
+            id="img_failed", job_id=job.id, index=1, state="failed", source_url=origin,
+            download_attempts=3, created_at=utcnow(),
+        )  # fmt: skip
+        session.add_all([pending, failed])
+    answer = await api.client.get(f"{API}/images/img_pending")
+    assert answer.status_code == 307
+    assert answer.headers["location"] == origin
+    assert answer.headers["cache-control"] == "no-store"
+    gone = await api.client.get(f"{API}/images/img_failed")
+    assert gone.status_code == 404
+    assert gone.json()["code"] == "image_not_stored"

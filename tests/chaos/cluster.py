@@ -36,6 +36,9 @@ CLUSTER_SETTINGS: dict[str, Any] = {
     "poll_sweep_interval": 0.5,
     "reconcile_interval": 5.0,
     "runpod_job_timeout": 240.0,
+    # Shorter than the defaults (120 s, 60 s) so a killed worker's jobs come back sooner.
+    "submit_lease": 30.0,
+    "poll_lease": 15.0,
 }
 
 

@@ -94,6 +94,7 @@ MAKE_TARGETS = {
     "bench": "about 20 minutes; tests/test_bench_smoke.py runs the benchmarks at a tiny scale",
     "bench-quick": "minutes; tests/test_bench_smoke.py runs the benchmarks at a tiny scale",
     "simulator": "`podrelay simulator` on the fixed port 8001; its options are checked here",
+    "chaos": "about an hour; tests/chaos runs every scenario at small scale in `make test`",
 }
 
 
@@ -335,7 +336,8 @@ def test_readme_curl_example_against_podrelay_dev(
         assert status["status"] in ("pending", "queued", "running"), status
         assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
         time.sleep(0.5)
-    image = httpx.get(base + status["images"][0]["url"], timeout=10)
+    # Followed like a browser: until the download is stored the API redirects to its origin.
+    image = httpx.get(base + status["images"][0]["url"], timeout=10, follow_redirects=True)
     assert image.status_code == 200
     assert image.headers["content-type"].startswith("image/")
 

@@ -182,14 +182,19 @@ def test_kill_9_with_200_jobs_in_flight_loses_and_duplicates_nothing(
     until the Celery worker is dead, then runs them for 3-4 s each while it restarts.
 
     The kill usually lands mid-tick: the jobs that tick had claimed stay leased to the dead
-    worker for POLL_LEASE_S (60 s) before the new worker polls them, hence the long deadline.
+    worker for POLL_LEASE (15 s here, 60 s by default) before the new worker polls them.
     """
     simulator = stacks.simulator(
         sim_config(workers=0, job_duration_ms=3500, job_duration_jitter_ms=500)
     )
     # RUNPOD_POLL_INTERVAL at its default: 200 queued jobs are polled every 5 s at most.
     stack = stacks.build(
-        ledger="postgresql", broker="redis", simulator=simulator, runpod_poll_interval=5.0
+        ledger="postgresql",
+        broker="redis",
+        simulator=simulator,
+        runpod_poll_interval=5.0,
+        poll_lease=15.0,
+        submit_lease=30.0,
     )
     stack.start_worker()
     count = 200

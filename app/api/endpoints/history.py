@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy import select
 
 from app.api import examples
@@ -169,15 +169,20 @@ def _events_after(
             "description": "The image's bytes, as stored; immutable, its `ETag` is its sha256.",
             "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
         },
+        307: {"description": "Not stored yet: redirects to where RunPod's worker put it."},
     },
     response_class=FileResponse,
 )
 def get_image(
     image_id: PathId, caller: CallerDep, session: SessionDep, engine: EngineDep
-) -> FileResponse:
+) -> Response:
     image = session.get(JobImage, image_id)
     if image is None or image.job.owner != caller.owner:
         raise NotFound("no such image", code="image_not_found")
+    if image.state == "pending" and image.source_url:
+        # Still downloading: its origin (RunPod's or the worker's link) serves it meanwhile.
+        no_store = {"Cache-Control": "no-store"}
+        return RedirectResponse(image.source_url, status_code=307, headers=no_store)
     if image.state != "stored" or not image.storage_key:
         raise NotFound(f"the image is {image.state}, not stored", code="image_not_stored")
     try:
