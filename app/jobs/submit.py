@@ -9,11 +9,13 @@ arrives, and only one result is ever kept (see `app.jobs.webhooks`).
 import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from loguru import logger
 from sqlalchemy.orm import Session
 
+from app.core.batching import GroupRunner
 from app.core.db import utcnow
 from app.jobs.engine import JobEngine
 from app.jobs.ledger import write_patiently
@@ -43,15 +45,21 @@ class _Prepared:
     remaining_s: float
 
 
+# A prepared job and what RunPod answered to its POST /run.
+_Answer = tuple[_Prepared, JobState | RunPodError]
+
+
 async def submit_job(engine: JobEngine, job_id: str) -> None:
     """Submit the job if it still needs it; safe to call twice, even at the same time."""
     await submit_jobs(engine, [job_id])
 
 
 async def submit_jobs(engine: JobEngine, job_ids: list[str]) -> int:
-    """Submit many jobs with two transactions in all, their POST /run calls concurrent.
+    """Submit many jobs, their POST /run calls concurrent; returns how many were sent to RunPod.
 
-    Returns how many were sent to RunPod.
+    Each answer is recorded as soon as it arrives: until then a kill -9 loses its RunPod id, and
+    the job would run twice at RunPod. Answers that arrive while one group is being recorded
+    share the next transaction.
     """
     # The ledger work runs off the event loop, so one batch's database round trips do not
     # stall every other submission, poll and download of this process.
@@ -59,38 +67,53 @@ async def submit_jobs(engine: JobEngine, job_ids: list[str]) -> int:
     prepared = await asyncio.to_thread(_prepare, engine, job_ids)
     if not prepared:
         return 0
-
-    async def send(item: _Prepared) -> JobState | RunPodError:
-        async with engine.runpod_slots:
-            try:
-                return await engine.runpod.run(
-                    item.job_input,
-                    webhook=engine.webhook_url(item.token),
-                    policy=deadline_policy(item.remaining_s),
-                )
-            except RunPodError as error:
-                return error
-
-    outcomes = await asyncio.gather(*(send(item) for item in prepared))
     # RunPod's answers exist only here until recorded: wait out a database outage for them.
-    duplicates = await write_patiently(
-        lease_ends - RECORD_MARGIN_S, _record, engine, prepared, outcomes
+    recorder: GroupRunner[_Answer, str | None] = GroupRunner(
+        partial(_record, engine),
+        parallel=1,
+        execute=lambda record, answers: write_patiently(
+            lease_ends - RECORD_MARGIN_S, record, answers
+        ),
     )
-    await asyncio.gather(*(cancel_quietly(engine, runpod_id) for runpod_id in duplicates))
+
+    async def submit(item: _Prepared) -> None:
+        duplicate = await recorder.run((item, await _send(engine, item)))
+        if duplicate:
+            await cancel_quietly(engine, duplicate)
+
+    outcomes = await asyncio.gather(*(submit(item) for item in prepared), return_exceptions=True)
+    # Raised only once every answer had its chance to be recorded.
+    for outcome in outcomes:
+        if outcome is not None:
+            raise outcome
     return len(prepared)
 
 
-def _record(
-    engine: JobEngine, prepared: list[_Prepared], outcomes: list[JobState | RunPodError]
-) -> list[str]:
-    """Store what RunPod answered; returns RunPod jobs to cancel as duplicates."""
-    duplicates: list[str] = []
+async def _send(engine: JobEngine, item: _Prepared) -> JobState | RunPodError:
+    async with engine.runpod_slots:
+        try:
+            return await engine.runpod.run(
+                item.job_input,
+                webhook=engine.webhook_url(item.token),
+                policy=deadline_policy(item.remaining_s),
+            )
+        except RunPodError as error:
+            return error
+
+
+def _record(engine: JobEngine, answers: list[_Answer]) -> list[str | None]:
+    """Store what RunPod answered, in one transaction; for each answer, the RunPod job to cancel
+    as a duplicate, if any."""
+    duplicates: list[str | None] = []
     with engine.db.session() as session:
-        for item, outcome in zip(prepared, outcomes, strict=True):
+        for item, outcome in answers:
             if isinstance(outcome, RunPodError):
                 _record_failure(session, engine, item.job_id, item.token, outcome)
-            elif duplicate := _record_acceptance(session, engine, item.job_id, item.token, outcome):
-                duplicates.append(duplicate)
+                duplicates.append(None)
+            else:
+                duplicates.append(
+                    _record_acceptance(session, engine, item.job_id, item.token, outcome)
+                )
     return duplicates
 
 

@@ -272,3 +272,27 @@ async def test_job_dropped_by_runpod_after_its_deadline_times_out(
     late_job, early_job = (load(engine, job_id) for job_id in job_ids)
     assert (late_job.status, late_job.error_code) == (JobStatus.TIMED_OUT, "deadline_exceeded")
     assert (early_job.status, early_job.error_code) == (JobStatus.FAILED, "lost_at_runpod")
+
+
+async def test_each_run_answer_is_recorded_while_slower_ones_are_in_flight(
+    engine: JobEngine, simulator: SimulatorServer
+) -> None:
+    # Three /run calls fit the window; the fourth is answered 429 and retried about 3 s later.
+    simulator.set_faults(rate_limits={"run": 3}, rate_limit_window_s=3.0)
+    job_ids = [make_job(engine, f"window {n}") for n in range(4)]
+    submitting = asyncio.ensure_future(submit_jobs(engine, job_ids))
+
+    def runpod_ids() -> list[str | None]:
+        return [load(engine, job_id).runpod_job_id for job_id in job_ids]
+
+    recorded = await asyncio.to_thread(runpod_ids)
+    while sum(map(bool, recorded)) < 3 and not submitting.done():
+        await asyncio.sleep(0.02)
+        recorded = await asyncio.to_thread(runpod_ids)
+    # A kill -9 now loses only the answer still in flight, not those that already came.
+    assert sum(map(bool, recorded)) == 3
+    assert not submitting.done()
+    assert await submitting == 4
+    assert all(await asyncio.to_thread(runpod_ids))
+    assert {load(engine, job_id).status for job_id in job_ids} == {JobStatus.QUEUED}
+    assert simulator.counters()["jobs_created"] == 4
