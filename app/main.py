@@ -50,7 +50,8 @@ def create_app() -> FastAPI:
         runpod_endpoints.router,
         prefix="/api/v1",
         dependencies=[Depends(enforce_rate_limit)],
-        responses=problem_responses(429),  # the rate limit, on every route under /api/v1
+        # The rate limit, and the ledger or broker being unreachable, on every route.
+        responses=problem_responses(429, 503),
     )
     application.include_router(webhooks.router)
     application.include_router(playground.router)

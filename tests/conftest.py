@@ -40,6 +40,7 @@ REQUIRED_TEST_MODULES = (
     "tests/docs/test_commands.py",
     "tests/e2e/test_playground.py",
     "tests/api/test_intake.py",
+    "tests/api/test_dependencies_down.py",
     "tests/test_batching.py",
     "tests/security/test_auth.py",
     "tests/security/test_tenancy.py",

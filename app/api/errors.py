@@ -1,14 +1,20 @@
 """Errors as `application/problem+json` with a stable `code`, `detail`, `retryable` and, when it
-applies, `retry_after`. Every failure the API can answer goes through here; none is a 500."""
+applies, `retry_after`. Every failure the API can answer goes through here: bad input is a 4xx,
+a ledger database or broker that does not answer a retryable 503, and only a bug a 500."""
 
-from collections.abc import Mapping
+import sqlite3
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from kombu import exceptions as kombu_errors
 from loguru import logger
 from pydantic import BaseModel, ConfigDict
+from redis import exceptions as redis_errors
+from sqlalchemy import exc as sql_errors
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api import examples
@@ -81,6 +87,39 @@ class UpstreamUnavailable(ApiError):
     status_code, code, title, retryable = 503, "upstream_unavailable", "Upstream unavailable", True
 
 
+@dataclass(frozen=True)
+class Unavailable:
+    """A dependency whose connection-level errors are answered 503 `code`."""
+
+    code: str
+    title: str
+    detail: str
+    errors: tuple[type[Exception], ...]
+
+
+# About how long a restart of PostgreSQL or Redis takes.
+UNAVAILABLE_RETRY_AFTER_S = 5.0
+UNAVAILABLE = (
+    Unavailable(
+        "database_unavailable",
+        "Database unavailable",
+        "the job ledger's database does not answer; retry later",
+        (
+            sql_errors.OperationalError,
+            sql_errors.InterfaceError,
+            sql_errors.DisconnectionError,
+            sql_errors.TimeoutError,  # no pooled connection became free in time
+        ),
+    ),
+    Unavailable(
+        "broker_unavailable",
+        "Broker unavailable",
+        "the task broker does not answer; retry later",
+        (redis_errors.ConnectionError, redis_errors.TimeoutError, kombu_errors.OperationalError),
+    ),
+)
+
+
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """`responses=` for a route: each status answered as an `application/problem+json` Problem.
 
@@ -144,8 +183,63 @@ _HTTP_CODES = {
 }
 
 
+def _driver_message(error: Exception) -> str:
+    # SQLAlchemy's own text adds the statement and its parameters (prompts, key hashes).
+    cause = error.orig if isinstance(error, sql_errors.DBAPIError) else error
+    lines = str(cause).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _internal_error(request: Request, error: Exception) -> JSONResponse:
+    logger.opt(exception=error).error("unhandled error on {} {}", request.method, request.url.path)
+    return problem_response(
+        500,
+        "internal_error",
+        "Internal error",
+        "an unexpected error occurred",
+        retryable=True,
+    )
+
+
+def _is_a_bug(error: Exception) -> bool:
+    # SQLite reports a missing table or column as an OperationalError too: no outage, a bug.
+    cause = getattr(error, "orig", None)
+    return getattr(cause, "sqlite_errorcode", None) == sqlite3.SQLITE_ERROR
+
+
+def _unavailable_handler(
+    dependency: Unavailable,
+) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def unavailable(request: Request, error: Exception) -> JSONResponse:
+        if _is_a_bug(error):
+            return _internal_error(request, error)
+        # One line, no traceback: an outage would otherwise bury the log in identical ones.
+        logger.warning(
+            "{} {} answered 503 {} ({}: {})",
+            request.method,
+            request.url.path,
+            dependency.code,
+            type(error).__name__,
+            _driver_message(error),
+        )
+        return problem_response(
+            503,
+            dependency.code,
+            dependency.title,
+            dependency.detail,
+            retryable=True,
+            retry_after=UNAVAILABLE_RETRY_AFTER_S,
+        )
+
+    return unavailable
+
+
 def install_error_handlers(application: FastAPI) -> None:
     _document_problems(application)
+    for dependency in UNAVAILABLE:
+        handler = _unavailable_handler(dependency)
+        for error_type in dependency.errors:
+            application.add_exception_handler(error_type, handler)
 
     @application.exception_handler(ApiError)
     async def api_error(_: Request, error: ApiError) -> JSONResponse:
@@ -174,15 +268,8 @@ def install_error_handlers(application: FastAPI) -> None:
         )
 
     @application.exception_handler(Exception)
-    async def unexpected(request: Request, _: Exception) -> JSONResponse:
-        logger.exception("unhandled error on {} {}", request.method, request.url.path)
-        return problem_response(
-            500,
-            "internal_error",
-            "Internal error",
-            "an unexpected error occurred",
-            retryable=True,
-        )
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        return _internal_error(request, error)
 
 
 def _document_problems(application: FastAPI) -> None:

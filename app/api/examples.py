@@ -278,6 +278,15 @@ def _problem(status: int, title: str, code: str, detail: str, **extra: Any) -> J
 
 
 _TOO_SHORT = "String should have at least 1 character"
+# `app.api.errors.UNAVAILABLE`'s answer while PostgreSQL is down (`broker_unavailable` alike).
+DATABASE_UNAVAILABLE = _problem(
+    503,
+    "Database unavailable",
+    "database_unavailable",
+    "the job ledger's database does not answer; retry later",
+    retryable=True,
+    retry_after=5.0,
+)
 PROBLEMS: list[Json] = [
     _problem(404, "Not found", "job_not_found", "no such job"),
     _problem(
@@ -295,6 +304,7 @@ PROBLEMS: list[Json] = [
         f"prompt: {_TOO_SHORT}",
         errors=[{"loc": ["body", "prompt"], "msg": _TOO_SHORT, "type": "string_too_short"}],
     ),
+    DATABASE_UNAVAILABLE,
 ]
 
 # What RunPod POSTs to the job's webhook URL: its job object plus `input` and `webhook` echoes
