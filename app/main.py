@@ -9,6 +9,7 @@ from app import __version__
 from app.api import examples, ops, webhooks
 from app.api.endpoints import runpod_endpoints
 from app.api.errors import install_error_handlers, problem_responses
+from app.api.fast_generate import FastGenerate
 from app.api.openapi_docs import json_example, keep_example_nulls
 from app.api.ratelimit import enforce_rate_limit, rate_limiter_from_settings
 from app.core.config import settings_or_exit
@@ -55,6 +56,8 @@ def create_app() -> FastAPI:
     )
     application.include_router(webhooks.router)
     application.include_router(playground.router)
+    # Innermost, so body limits, rate-limit headers and metrics see its answers too.
+    application.add_middleware(FastGenerate)
     ops.install_operations(application, settings)  # /readyz, /metrics, body limits
 
     @application.get(

@@ -41,6 +41,7 @@ REQUIRED_TEST_MODULES = (
     "tests/e2e/test_playground.py",
     "tests/api/test_intake.py",
     "tests/api/test_dependencies_down.py",
+    "tests/api/test_fast_generate.py",
     "tests/test_batching.py",
     "tests/security/test_auth.py",
     "tests/security/test_tenancy.py",

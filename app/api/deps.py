@@ -31,7 +31,8 @@ def get_session(engine: EngineDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def _presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
+def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The API key in `X-API-Key` or `Authorization: Bearer`; None when neither is there."""
     if x_api_key:
         return x_api_key.strip()
     if authorization:
@@ -55,7 +56,7 @@ async def get_current_user_optional(
     x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Caller | None:
     """The caller of a presented API key; None when no key was presented (the seed's name)."""
-    plaintext = _presented_key(authorization, x_api_key)
+    plaintext = presented_key(authorization, x_api_key)
     if plaintext is None:
         return None
     caller = await intake.caller(plaintext)

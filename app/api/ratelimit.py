@@ -29,10 +29,11 @@ import redis.asyncio as aioredis
 from fastapi import Request
 from loguru import logger
 from redis.exceptions import RedisError
+from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.callers import ANONYMOUS
+from app.api.callers import ANONYMOUS, Caller
 from app.api.deps import CallerDep
 from app.api.errors import RateLimited
 from app.core.config import Settings
@@ -154,32 +155,38 @@ def rate_limiter_from_settings(settings: Settings) -> RateLimiter:
     return MemoryRateLimiter()
 
 
-def _limiter(request: Request) -> RateLimiter:
-    state = request.app.state
+def _limiter(application: Starlette) -> RateLimiter:
+    state = application.state
     limiter: RateLimiter | None = getattr(state, "rate_limiter", None)
     if limiter is None:  # the lifespan normally sets it; an app without one still limits
         limiter = state.rate_limiter = MemoryRateLimiter()
     return limiter
 
 
-def caller_key(request: Request, owner: str) -> str:
+def caller_key(scope: Scope, owner: str) -> str:
     if owner != ANONYMOUS:
         return owner
-    host = request.client.host if request.client else "unknown"
-    return f"{ANONYMOUS}:{host}"
+    client = scope.get("client")
+    return f"{ANONYMOUS}:{client[0] if client else 'unknown'}"
 
 
-async def enforce_rate_limit(request: Request, caller: CallerDep) -> None:
-    """Router dependency: count the request against the caller's budget, or answer 429."""
-    hit = await _limiter(request).hit(caller_key(request, caller.owner), caller.requests_per_minute)
+async def count_request(scope: Scope, application: Starlette, caller: Caller) -> None:
+    """Count the request against the caller's budget; raises `RateLimited` past it."""
+    limiter = _limiter(application)
+    hit = await limiter.hit(caller_key(scope, caller.owner), caller.requests_per_minute)
     headers = hit.headers()
-    request.scope[_SCOPE_KEY] = headers
+    scope[_SCOPE_KEY] = headers
     if not hit.allowed:
         raise RateLimited(
             f"over {hit.limit} requests per minute; retry in {hit.reset_s} s",
             retry_after=hit.reset_s,
             headers={**headers, "Retry-After": str(hit.reset_s)},
         )
+
+
+async def enforce_rate_limit(request: Request, caller: CallerDep) -> None:
+    """Router dependency: count the request against the caller's budget, or answer 429."""
+    await count_request(request.scope, request.app, caller)
 
 
 class RateLimitHeadersMiddleware:

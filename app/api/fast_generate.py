@@ -1,0 +1,135 @@
+"""`POST /api/v1/runpod/generate` in its common form, without FastAPI's per-request machinery.
+
+Most submissions are one JSON prompt with an API key and nothing else. For them, routing,
+dependency injection and the response model's second validation cost more CPU than recording
+the job (see `bench/submit.py`), so this ASGI layer, just outside the router, serves them
+itself with the very functions the route uses: `GenerateRequest`, the intake, the rate limiter,
+`check_options`, and the application's exception handlers for every error.
+
+Everything else goes on to the route in `app.api.endpoints.runpod_endpoints`, which stays the
+reference and the documented operation: requests with `Idempotency-Key`, `Prefer` or a
+`webhook_url`, anonymous ones, and those with an invalid body or an unknown key, so these
+refusals are the route's own answers (nothing was counted or recorded before the hand-over).
+Errors past that point (rate limit, options, capacity, an unreachable ledger) are answered by
+the application's exception handlers, as they are for the route.
+"""
+
+import inspect
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request
+from pydantic import ValidationError
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.deps import presented_key
+from app.api.errors import ApiError
+from app.api.intake import NewJob, intake_of
+from app.api.ratelimit import count_request
+from app.api.schemas import GenerateRequest, JobOut
+from app.api.submissions import check_options
+from app.api.views import API_PREFIX
+
+PATH = f"{API_PREFIX}/generate"
+_HANDED_OVER = (b"idempotency-key", b"prefer")
+_JOB_JSON = JobOut.__pydantic_serializer__
+
+
+class FastGenerate:
+    """ASGI middleware: serves plain keyed `POST /generate` requests, passes on the rest."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        key = _plain_submission_key(scope)
+        if key is None:
+            await self.app(scope, receive, send)
+            return
+        body = await _read_body(receive)
+        if body is None:
+            return  # the client went away
+        answer = await _submit(scope, key, body)
+        if answer is None:
+            await self.app(scope, _replay(body, receive), send)
+        else:
+            await answer(scope, receive, send)
+
+
+def _plain_submission_key(scope: Scope) -> str | None:
+    """The API key of a keyed JSON `POST /generate` with nothing this layer hands over."""
+    if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
+        return None
+    authorization = x_api_key = None
+    for name, value in scope["headers"]:
+        if name in _HANDED_OVER:
+            return None
+        if name == b"authorization":
+            authorization = value.decode("latin-1")
+        elif name == b"x-api-key":
+            x_api_key = value.decode("latin-1")
+        elif name == b"content-type" and not value.startswith(b"application/json"):
+            return None
+    try:
+        return presented_key(authorization, x_api_key)
+    except ApiError:
+        return None
+
+
+async def _submit(scope: Scope, key: str, body: bytes) -> Response | None:
+    """The answer to a plain submission, or None to hand it to the route."""
+    try:
+        request = GenerateRequest.model_validate_json(body)
+    except ValidationError:
+        return None
+    if request.webhook_url is not None:
+        return None  # checking it resolves a host name: the route does that in a thread
+    application: FastAPI = scope["app"]
+    intake = intake_of(application)
+    caller = await intake.caller(key)
+    if caller is None:
+        return None
+    try:
+        await count_request(scope, application, caller)
+        timeout_s = check_options(application.state.engine.settings, request)
+        view = await intake.accept(NewJob(caller=caller, body=request, timeout_s=timeout_s))
+    except Exception as error:  # noqa: BLE001 - answered by the application's own handler
+        return await _handled(application, scope, error)
+    return Response(
+        _JOB_JSON.to_json(view),
+        status_code=202,
+        media_type="application/json",
+        headers={"Location": view.links.status},
+    )
+
+
+async def _handled(application: FastAPI, scope: Scope, error: Exception) -> Response:
+    for kind in type(error).__mro__:
+        handler = application.exception_handlers.get(kind)
+        if handler is not None:
+            answer = handler(Request(scope), error)
+            return await answer if inspect.isawaitable(answer) else answer
+    raise error
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Callable[[], Awaitable[Message]]:
+    """`receive` for the route: the body already read, then whatever the client sends."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> Message:
+        if pending:
+            return pending.pop()
+        return await receive()
+
+    return replayed

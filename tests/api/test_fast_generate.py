@@ -1,0 +1,117 @@
+"""Plain keyed submissions are served by `app.api.fast_generate`, everything else by the route,
+and a client cannot tell them apart: same status, headers, body shape and errors."""
+
+from typing import Any
+
+import httpx
+import pytest
+
+from app.api.deps import get_engine
+from app.jobs.engine import JobEngine
+from tests.api.conftest import ApiFactory, RunningApi
+from tests.api.test_endpoints import API, new_key
+
+GENERATE = f"{API}/generate"
+# Fields that differ between two jobs made from one request.
+_PER_JOB = {"id", "links", "timings", "queue_position"}
+
+
+def _route_unusable(api: RunningApi) -> None:
+    """Make every request that reaches the route's dependencies fail."""
+
+    async def broken() -> JobEngine:
+        raise RuntimeError("the route was used")
+
+    api.app.dependency_overrides[get_engine] = broken
+
+
+def _same_job(fast: dict[str, Any], routed: dict[str, Any]) -> None:
+    assert fast.keys() == routed.keys()
+    assert {k: v for k, v in fast.items() if k not in _PER_JOB} == {
+        k: v for k, v in routed.items() if k not in _PER_JOB
+    }
+    assert fast["links"].keys() == routed["links"].keys()
+    assert fast["timings"].keys() == routed["timings"].keys()
+
+
+async def test_a_plain_submission_answers_as_the_route_does(api_factory: ApiFactory) -> None:
+    async with api_factory(ENVIRONMENT="production") as api:
+        headers = new_key(api, "fast")
+        body = {"prompt": "a lighthouse ✓", "width": 512, "height": 768, "seed": 7}
+        routed = await api.client.post(GENERATE, json=body, headers={**headers, "Prefer": "x"})
+        fast = await api.client.post(GENERATE, json=body, headers=headers)
+        for answer in (routed, fast):
+            assert answer.status_code == 202, answer.text
+            assert answer.headers["content-type"] == "application/json"
+            assert answer.headers["location"] == answer.json()["links"]["status"]
+        assert fast.headers["ratelimit-remaining"] == str(
+            int(routed.headers["ratelimit-remaining"]) - 1
+        )
+        _same_job(fast.json(), routed.json())
+        status = await api.client.get(fast.headers["location"], headers=headers)
+        assert status.status_code == 200
+        assert status.json()["prompt"] == body["prompt"]
+
+
+async def test_the_route_is_not_used_for_a_plain_submission(api_factory: ApiFactory) -> None:
+    async with api_factory(ENVIRONMENT="production") as api:
+        headers = new_key(api, "fast")
+        _route_unusable(api)
+        fast = await api.client.post(GENERATE, json={"prompt": "p"}, headers=headers)
+        assert fast.status_code == 202, fast.text
+        for handed_over in ({"Idempotency-Key": "k1"}, {"Prefer": "wait=1"}, {}):
+            with pytest.raises(RuntimeError, match="the route was used"):
+                await api.client.post(
+                    GENERATE,
+                    json={"prompt": "p", "webhook_url": "https://example.com/hook"}
+                    if not handed_over
+                    else {"prompt": "p"},
+                    headers={**headers, **handed_over},
+                )
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "code"),
+    [
+        (b'{"prompt": ""}', 422, "validation_error"),
+        (b'{"prompt": "p", "colour": "red"}', 422, "validation_error"),
+        (b'{"prompt": "p"', 422, "validation_error"),
+        (b"", 422, "validation_error"),
+    ],
+)
+async def test_refusals_are_the_routes(
+    api_factory: ApiFactory, content: bytes, status: int, code: str
+) -> None:
+    async with api_factory(ENVIRONMENT="production") as api:
+        headers = {**new_key(api, "fast"), "Content-Type": "application/json"}
+        answers = [
+            await api.client.post(GENERATE, content=content, headers={**headers, **extra})
+            for extra in ({}, {"Prefer": "x"})  # this layer first, then the route alone
+        ]
+        assert [answer.status_code for answer in answers] == [status, status]
+        assert [answer.json()["code"] for answer in answers] == [code, code]
+        assert answers[0].json() == answers[1].json()
+
+
+async def test_keys_limits_and_caps_hold(api_factory: ApiFactory) -> None:
+    async with api_factory(
+        ENVIRONMENT="production", REQUESTS_PER_MINUTE="3", MAX_CONCURRENT_JOBS="1"
+    ) as api:
+        headers = new_key(api, "fast")
+        wrong = await api.client.post(
+            GENERATE, json={"prompt": "p"}, headers={"Authorization": "Bearer pr_wrong"}
+        )
+        assert (wrong.status_code, wrong.json()["code"]) == (401, "invalid_api_key")
+        answers: list[httpx.Response] = [
+            await api.client.post(GENERATE, json={"prompt": f"p{n}"}, headers=headers)
+            for n in range(4)
+        ]
+        assert [answer.status_code for answer in answers] == [202, 429, 429, 429]
+        codes = [answer.json()["code"] for answer in answers[1:]]
+        assert codes == ["too_many_active_jobs", "too_many_active_jobs", "rate_limited"]
+        assert int(answers[3].headers["retry-after"]) > 0
+        assert answers[3].headers["ratelimit-remaining"] == "0"
+        timeout = await api.client.post(
+            GENERATE, json={"prompt": "p", "timeout": 10**6}, headers=new_key(api, "other")
+        )
+        assert (timeout.status_code, timeout.json()["code"]) == (400, "timeout_too_long")
