@@ -7,11 +7,12 @@ here; tasks never name a queue at the call site.
 
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery
 from kombu.entity import Queue
 
-from app.core import embedded_broker
+from app.core import embedded_broker, redis_broker
 from app.core.config import Settings, settings_or_exit
 
 RESULT_TTL_S = 3600
@@ -40,11 +41,16 @@ TASK_ROUTES = {
 
 def broker_config(settings: Settings) -> dict[str, Any]:
     if settings.redis_url:
-        return {
+        config: dict[str, Any] = {
             "broker_url": settings.redis_url,
             "result_backend": settings.redis_url,
             "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT_S},
         }
+        # kombu's own transport can make a worker exit when Redis restarts. Only for redis://:
+        # for the other schemes kombu derives more than the transport from the URL (TLS).
+        if urlsplit(settings.redis_url).scheme == "redis":
+            config["broker_transport"] = redis_broker.TRANSPORT
+        return config
     folder = (settings.data_dir / "broker").resolve()
     for name in ("queue", "processed", "control"):
         (folder / name).mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 Each child's output is shown with a coloured name prefix; Ctrl-C (or one child dying) stops
 them all: SIGINT to every child's process group at once, SIGKILL to what is left after a grace.
+A worker that fails is started again instead, as `podrelay worker` does (app.core.supervisor).
 """
 
 import os
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from rich.console import Console
 from rich.text import Text
 
 from app.core.config import Settings
+from app.core.supervisor import RestartPolicy, Restarts, exit_status, signal_group
 
 API_HOST = "127.0.0.1"
 API_PORT = 8000
@@ -35,6 +37,7 @@ _COLOURS = ("cyan", "magenta", "green", "yellow", "blue")
 class Service:
     name: str
     argv: list[str]
+    restart: RestartPolicy | None = None  # None: when it exits, the whole stack stops
 
 
 def stack_services(
@@ -47,7 +50,7 @@ def stack_services(
             "api",
             [python, "-m", "uvicorn", "app.main:app", "--host", host, "--port", str(port)],
         ),
-        Service("worker", worker_argv()),
+        Service("worker", worker_argv(), restart=RestartPolicy()),
     ]
     if settings.runpod_target.is_simulator:
         simulator = [
@@ -113,21 +116,27 @@ def run_stack(services: list[Service], *, api_url: str = f"http://{API_HOST}:{AP
         # The local simulator can reach the local API, so completions arrive by webhook.
         env.setdefault("PUBLIC_BASE_URL", api_url)
     console = Console(highlight=False, soft_wrap=True)
+
+    def launch(index: int) -> None:
+        """Start `services[index]`, or start it again, as `children[index]`."""
+        service = services[index]
+        process = subprocess.Popen(  # noqa: S603 - argv built from our own settings
+            service.argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+        children[index : index + 1] = [(service, process)]
+        prefix = Text(f"{service.name:<9}| ", style=_COLOURS[index % len(_COLOURS)])
+        relay = threading.Thread(target=_relay, args=(console, prefix, process), daemon=True)
+        relay.start()
+
     try:
-        for index, service in enumerate(services):
-            process = subprocess.Popen(  # noqa: S603 - argv built from our own settings
-                service.argv,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                env=env,
-                start_new_session=True,
-            )
-            children.append((service, process))
-            prefix = Text(f"{service.name:<9}| ", style=_COLOURS[index % len(_COLOURS)])
-            relay = threading.Thread(target=_relay, args=(console, prefix, process), daemon=True)
-            relay.start()
-        return _watch(children)
+        for index in range(len(services)):
+            launch(index)
+        return _watch(children, launch)
     except KeyboardInterrupt:
         return 0
     finally:
@@ -144,13 +153,37 @@ def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _watch(children: list[tuple[Service, subprocess.Popen[str]]]) -> int:
+def _watch(
+    children: list[tuple[Service, subprocess.Popen[str]]], launch: Callable[[int], None]
+) -> int:
+    restarts = {
+        index: Restarts(service.restart)
+        for index, (service, _) in enumerate(children)
+        if service.restart is not None
+    }
+    started = dict.fromkeys(range(len(children)), time.monotonic())
+    due: dict[int, float] = {}  # failed children to start again, and when
     while True:
-        for service, process in children:
+        for index, (service, process) in enumerate(children):
+            now = time.monotonic()
+            if index in due:
+                if now >= due[index]:
+                    del due[index]
+                    launch(index)
+                    started[index] = now
+                continue
             code = process.poll()
-            if code is not None:
+            if code is None:
+                continue
+            if code == 0 or index not in restarts:
                 print(f"[{service.name}] exited with status {code}; stopping the stack", flush=True)
-                return code or 1
+                return exit_status(code) or 1
+            signal_group(process, signal.SIGKILL)  # what it left behind: its embedded beat
+            delay = restarts[index].after_failure(now - started[index])
+            print(restarts[index].report(f"[{service.name}]", code, delay), flush=True)
+            if delay is None:
+                return exit_status(code)
+            due[index] = now + delay
         time.sleep(0.3)
 
 
@@ -165,7 +198,7 @@ def stop_all(processes: "list[subprocess.Popen[Any]]", *, grace: float = _STOP_G
     their own sessions), wait up to `grace` seconds in all, then SIGKILL the groups left."""
     for process in processes:
         if process.poll() is None:
-            _signal_group(process, signal.SIGINT)
+            signal_group(process, signal.SIGINT)
     deadline = time.monotonic() + grace
     for process in processes:
         try:
@@ -174,15 +207,8 @@ def stop_all(processes: "list[subprocess.Popen[Any]]", *, grace: float = _STOP_G
             pass
     for process in processes:
         # Also when the leader is gone: its children (the embedded beat) may still be running.
-        _signal_group(process, signal.SIGKILL)
+        signal_group(process, signal.SIGKILL)
         process.wait()
-
-
-def _signal_group(process: "subprocess.Popen[Any]", signum: signal.Signals) -> None:
-    try:
-        os.killpg(process.pid, signum)
-    except ProcessLookupError:
-        pass
 
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"

@@ -1,10 +1,10 @@
 """Commands that run Podrelay's processes on this machine: dev, simulator, worker, bench."""
 
 import json
-import os
 import subprocess
 import sys
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 
 from app.cli.errors import BadValue, CliError
 from app.core.config import Settings, settings_or_exit
+from app.core.supervisor import RestartPolicy, supervise
 from app.devstack import API_HOST, API_PORT, run_stack, stack_services, worker_argv
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -105,11 +106,20 @@ def worker(
     concurrency: Annotated[int, typer.Option(help="Tasks run at once (threads).", min=1)] = 8,
     beat: Annotated[bool, typer.Option(help="Embed Celery beat, which drives tracking.")] = True,
     loglevel: Annotated[str, typer.Option(help="Celery's log level.")] = "WARNING",
+    max_restarts: Annotated[
+        int, typer.Option(help="Restarts in a row before giving up (0: none).", min=0)
+    ] = RestartPolicy.limit,
 ) -> None:
-    """A Celery worker for every queue (the same one `podrelay dev` starts)."""
+    """A Celery worker for every queue (the same one `podrelay dev` starts).
+
+    A worker that fails (exits with an error status or is killed) is started again, after 1 s
+    and twice as long each time, at most MAX_RESTARTS times in a row. Ctrl-C or SIGTERM stops it.
+    """
     settings_or_exit()  # one clear line for a bad setting, before Celery starts
     argv = worker_argv(concurrency=concurrency, beat=beat, loglevel=loglevel)
-    os.execv(argv[0], argv)  # noqa: S606 - argv is our own; signals then reach Celery directly
+    policy = RestartPolicy(limit=max_restarts)
+    say = partial(typer.echo, err=True)
+    raise typer.Exit(supervise(argv, name="worker", policy=policy, say=say))
 
 
 class Benchmark(StrEnum):
