@@ -43,6 +43,7 @@ REQUIRED_TEST_MODULES = (
     "tests/api/test_dependencies_down.py",
     "tests/api/test_fast_generate.py",
     "tests/cli/test_worker_supervision.py",
+    "tests/jobs/test_locks.py",
     "tests/test_batching.py",
     "tests/security/test_auth.py",
     "tests/security/test_tenancy.py",

@@ -22,7 +22,7 @@ from app.core.batching import GroupRunner
 from app.jobs import service
 from app.jobs.engine import JobEngine
 from app.jobs.models import Job, JobImage
-from app.jobs.webhooks import WebhookOutcome, WebhookRejected, receive_runpod_webhook
+from app.jobs.webhooks import WebhookOutcome, WebhookRejected, receive_runpod_webhooks
 from app.tasks.runpod_tasks import cancel_runpod_job_task, store_images_task, submit_jobs_task
 
 _REJECTIONS: dict[int, type[ApiError]] = {404: NotFound, 409: Conflict}
@@ -118,7 +118,14 @@ class Intake:
     ) -> list[WebhookReceipt | Exception]:
         try:
             with self._engine.db.session() as session:
-                outcomes = [self._receive(session, delivery) for delivery in deliveries]
+                outcomes = [
+                    _as_problem(outcome)
+                    for outcome in receive_runpod_webhooks(
+                        session,
+                        [(delivery.token, delivery.payload) for delivery in deliveries],
+                        store=self._engine.store,
+                    )
+                ]
                 image_jobs = _jobs_awaiting_images(session, outcomes)
         except Exception:  # one delivery broke the shared transaction: each on its own
             if len(deliveries) == 1:
@@ -145,14 +152,12 @@ class Intake:
             return error
         return receipt
 
-    def _receive(self, session: Session, delivery: RunPodDelivery) -> WebhookOutcome | ApiError:
-        try:
-            return receive_runpod_webhook(
-                session, delivery.token, delivery.payload, store=self._engine.store
-            )
-        except WebhookRejected as error:  # raised before it changes anything
-            rejection = _REJECTIONS.get(error.status_code, ApiError)
-            return rejection(str(error), code="webhook_rejected")
+
+def _as_problem(outcome: WebhookOutcome | WebhookRejected) -> WebhookOutcome | ApiError:
+    if isinstance(outcome, WebhookOutcome):
+        return outcome
+    rejection = _REJECTIONS.get(outcome.status_code, ApiError)
+    return rejection(str(outcome), code="webhook_rejected")
 
 
 def _jobs_awaiting_images(session: Session, outcomes: list[WebhookOutcome | ApiError]) -> list[str]:

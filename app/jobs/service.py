@@ -1,6 +1,7 @@
 """Ledger operations on jobs. Functions flush, never commit: the caller owns the transaction."""
 
 import secrets
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,6 +14,8 @@ from app.jobs.models import Batch, Job, JobEvent, Submission
 from app.jobs.status import ACTIVE, JobStatus, can_move
 from app.notify.deliveries import queue_job_event
 from app.services.generation_defaults import GenerationParams
+
+_LOCKED_KEY = "podrelay.locked_jobs"
 
 
 def new_id(prefix: str) -> str:
@@ -134,7 +137,6 @@ def new_submission(session: Session, job: Job) -> Submission:
     submission = Submission(job_id=job.id, token=secrets.token_urlsafe(24), outcome="sending")
     session.add(submission)
     job.attempts += 1
-    session.flush()
     return submission
 
 
@@ -161,12 +163,44 @@ def claim(session: Session, job_ids: list[str], *, lease_s: float) -> list[Job]:
     return list(session.scalars(select(Job).where(Job.claim_token == token)))
 
 
+def lock_jobs(session: Session, job_ids: Iterable[str]) -> dict[str, Job]:
+    """Lock the jobs' rows (PostgreSQL) until the transaction ends, with one query, in id order
+    (as every locking path does, so two never wait on each other). `locked_job` then finds them
+    without a query. Returns the jobs found, by id."""
+    ids = sorted(set(job_ids))
+    if not ids:
+        return {}
+    query = (
+        select(Job)
+        .where(Job.id.in_(ids))
+        .order_by(Job.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    jobs = {job.id: job for job in session.scalars(query)}
+    _locked_ids(session).update(jobs)
+    return jobs
+
+
 def locked_job(session: Session, job_id: str) -> Job:
     """The job, its row locked (PostgreSQL) until the transaction ends: a webhook and a poll,
     or two polls, that read RunPod's answer for one job apply it one after the other, and the
     later one sees the job as the first left it (terminal, with its result) and changes nothing.
     """
-    return session.get_one(Job, job_id, with_for_update=True)
+    if job_id in _locked_ids(session):
+        return session.get_one(Job, job_id)  # locked by `lock_jobs`: in the identity map
+    job = session.get_one(Job, job_id, with_for_update=True)
+    _locked_ids(session).add(job_id)
+    return job
+
+
+def _locked_ids(session: Session) -> set[str]:
+    """The jobs locked in the session's current transaction."""
+    transaction = session.get_transaction()
+    held: tuple[object, set[str]] | None = session.info.get(_LOCKED_KEY)
+    if held is None or held[0] is not transaction:
+        held = session.info[_LOCKED_KEY] = (transaction, set())
+    return held[1]
 
 
 def release(job: Job, *, next_check_at: datetime | None) -> None:

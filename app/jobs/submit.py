@@ -13,6 +13,7 @@ from functools import partial
 from typing import Any
 
 from loguru import logger
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.batching import GroupRunner
@@ -20,7 +21,15 @@ from app.core.db import utcnow
 from app.jobs.engine import JobEngine
 from app.jobs.ledger import write_patiently
 from app.jobs.models import Submission
-from app.jobs.service import add_event, claim, locked_job, move, new_submission, release
+from app.jobs.service import (
+    add_event,
+    claim,
+    lock_jobs,
+    locked_job,
+    move,
+    new_submission,
+    release,
+)
 from app.jobs.status import JobStatus
 from app.runpod import (
     AmbiguousSubmissionError,
@@ -106,13 +115,22 @@ def _record(engine: JobEngine, answers: list[_Answer]) -> list[str | None]:
     as a duplicate, if any."""
     duplicates: list[str | None] = []
     with engine.db.session() as session:
+        tokens = [item.token for item, _ in answers]
+        submissions = {
+            submission.token: submission
+            for submission in session.scalars(
+                select(Submission).where(Submission.token.in_(tokens))
+            )
+        }
+        lock_jobs(session, (item.job_id for item, _ in answers))
         for item, outcome in answers:
+            submission = submissions[item.token]
             if isinstance(outcome, RunPodError):
-                _record_failure(session, engine, item.job_id, item.token, outcome)
+                _record_failure(session, engine, item.job_id, submission, outcome)
                 duplicates.append(None)
             else:
                 duplicates.append(
-                    _record_acceptance(session, engine, item.job_id, item.token, outcome)
+                    _record_acceptance(session, engine, item.job_id, submission, outcome)
                 )
     return duplicates
 
@@ -152,16 +170,10 @@ async def cancel_quietly(engine: JobEngine, runpod_job_id: str) -> None:
         logger.warning("[RUNPOD TASK] could not cancel RunPod job {}: {}", runpod_job_id, error)
 
 
-def _submission(session: Session, token: str) -> Submission:
-    submission = session.query(Submission).filter_by(token=token).one()
-    return submission
-
-
 def _record_acceptance(
-    session: Session, engine: JobEngine, job_id: str, token: str, state: JobState
+    session: Session, engine: JobEngine, job_id: str, submission: Submission, state: JobState
 ) -> str | None:
     """Store the RunPod id; returns a RunPod job to cancel when this one is not needed."""
-    submission = _submission(session, token)
     submission.outcome, submission.runpod_job_id = "accepted", state.id
     job = locked_job(session, job_id)
     if job.runpod_job_id == state.id:
@@ -173,16 +185,16 @@ def _record_acceptance(
         return state.id
     job.runpod_job_id = state.id
     move(session, job, JobStatus.QUEUED, data={"runpod_job_id": state.id})
-    safety = engine.settings.webhook_safety_poll if engine.webhook_url(token) else FIRST_POLL_S
+    by_webhook = engine.webhook_url(submission.token) is not None
+    safety = engine.settings.webhook_safety_poll if by_webhook else FIRST_POLL_S
     release(job, next_check_at=utcnow() + timedelta(seconds=safety))
     return None
 
 
 def _record_failure(
-    session: Session, engine: JobEngine, job_id: str, token: str, error: RunPodError
+    session: Session, engine: JobEngine, job_id: str, submission: Submission, error: RunPodError
 ) -> None:
     settings = engine.settings
-    submission = _submission(session, token)
     ambiguous = isinstance(error, AmbiguousSubmissionError)
     submission.outcome = "ambiguous" if ambiguous else "rejected"
     submission.error = error.message

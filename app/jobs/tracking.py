@@ -19,7 +19,7 @@ from app.jobs.ledger import write_patiently
 from app.jobs.media import store_due_images
 from app.jobs.models import Job
 from app.jobs.results import apply_state
-from app.jobs.service import claim, locked_job, move, release
+from app.jobs.service import claim, lock_jobs, locked_job, move, release
 from app.jobs.status import ACTIVE, JobStatus
 from app.jobs.submit import cancel_quietly, submit_jobs
 from app.notify.deliveries import deliver_due
@@ -113,6 +113,7 @@ def _apply_readings(
     with engine.db.session() as session:
         # In one order everywhere, so two of these never wait on each other's locks.
         pairs = sorted(zip(targets, readings, strict=True), key=lambda pair: pair[0][0])
+        lock_jobs(session, (job_id for job_id, _ in targets))
         for (job_id, runpod_id), reading in pairs:
             job = locked_job(session, job_id)
             job.polls += 1
@@ -214,6 +215,7 @@ def _settle_overdue(
     RunPod jobs to cancel."""
     to_cancel: list[str] = []
     with engine.db.session() as session:
+        lock_jobs(session, (job_id for job_id, _ in targets))
         for job_id, runpod_id in sorted(targets):
             job = locked_job(session, job_id)
             if runpod_id and runpod_id in final:

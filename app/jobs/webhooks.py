@@ -6,6 +6,7 @@ moves a job backwards. A webhook from an orphaned submission (one whose /run ans
 is how a duplicate RunPod job is found; the first result wins and the other job is cancelled.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.jobs.models import Job, Submission
 from app.jobs.results import apply_state
-from app.jobs.service import add_event, locked_job
+from app.jobs.service import add_event, lock_jobs, locked_job
 from app.jobs.status import JobStatus
 from app.media.store import MediaStore
 from app.runpod import JobState
@@ -36,11 +37,40 @@ class WebhookOutcome:
     cancel_runpod_jobs: list[str] = field(default_factory=list)
 
 
+def receive_runpod_webhooks(
+    session: Session, deliveries: Sequence[tuple[str, Any]], *, store: MediaStore
+) -> list[WebhookOutcome | WebhookRejected]:
+    """Apply (token, body) deliveries in one transaction: their submissions are read and their
+    jobs locked with one query each. Each gets its outcome, or the rejection that left it out."""
+    tokens = {token for token, _ in deliveries}
+    submissions = {
+        submission.token: submission
+        for submission in session.scalars(select(Submission).where(Submission.token.in_(tokens)))
+    }
+    lock_jobs(session, (submission.job_id for submission in submissions.values()))
+    outcomes: list[WebhookOutcome | WebhookRejected] = []
+    for token, payload in deliveries:
+        try:
+            outcomes.append(_receive(session, submissions.get(token), payload, store=store))
+        except WebhookRejected as rejection:
+            outcomes.append(rejection)
+    return outcomes
+
+
 def receive_runpod_webhook(
     session: Session, token: str, payload: Any, *, store: MediaStore
 ) -> WebhookOutcome:
     """Apply one RunPod webhook delivery; raises `WebhookRejected` for anything not ours."""
-    submission = session.scalar(select(Submission).where(Submission.token == token))
+    outcome = receive_runpod_webhooks(session, [(token, payload)], store=store)[0]
+    if isinstance(outcome, WebhookRejected):
+        raise outcome
+    return outcome
+
+
+def _receive(
+    session: Session, submission: Submission | None, payload: Any, *, store: MediaStore
+) -> WebhookOutcome:
+    """Raises `WebhookRejected` before it changes anything."""
     if submission is None:
         raise WebhookRejected("unknown webhook token", status_code=404)
     if not isinstance(payload, dict) or not isinstance(payload.get("id"), str):
