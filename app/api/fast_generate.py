@@ -32,6 +32,7 @@ from app.api.views import API_PREFIX
 
 PATH = f"{API_PREFIX}/generate"
 _HANDED_OVER = (b"idempotency-key", b"prefer")
+_JSON = b"application/json"
 _JOB_JSON = JobOut.__pydantic_serializer__
 
 
@@ -68,8 +69,8 @@ def _plain_submission_key(scope: Scope) -> str | None:
             authorization = value.decode("latin-1")
         elif name == b"x-api-key":
             x_api_key = value.decode("latin-1")
-        elif name == b"content-type" and not value.startswith(b"application/json"):
-            return None
+        elif name == b"content-type" and value.partition(b";")[0].strip().lower() != _JSON:
+            return None  # FastAPI reads `+json` types and no content type as JSON too
     try:
         return presented_key(authorization, x_api_key)
     except ApiError:

@@ -77,6 +77,7 @@ async def test_the_route_is_not_used_for_a_plain_submission(api_factory: ApiFact
         (b'{"prompt": "p", "colour": "red"}', 422, "validation_error"),
         (b'{"prompt": "p"', 422, "validation_error"),
         (b"", 422, "validation_error"),
+        (b'["prompt"]', 422, "validation_error"),
     ],
 )
 async def test_refusals_are_the_routes(
@@ -115,3 +116,17 @@ async def test_keys_limits_and_caps_hold(api_factory: ApiFactory) -> None:
             GENERATE, json={"prompt": "p", "timeout": 10**6}, headers=new_key(api, "other")
         )
         assert (timeout.status_code, timeout.json()["code"]) == (400, "timeout_too_long")
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/jsonx"])
+async def test_a_body_that_is_not_json_gets_the_routes_answer(
+    api_factory: ApiFactory, content_type: str
+) -> None:
+    async with api_factory(ENVIRONMENT="production") as api:
+        headers = {**new_key(api, "fast"), "Content-Type": content_type}
+        answers = [
+            await api.client.post(GENERATE, content=b'{"prompt": "p"}', headers={**headers, **x})
+            for x in ({}, {"Prefer": "x"})
+        ]
+        assert [answer.status_code for answer in answers] == [422, 422]
+        assert answers[0].json() == answers[1].json()
