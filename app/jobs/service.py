@@ -16,6 +16,8 @@ from app.notify.deliveries import queue_job_event
 from app.services.generation_defaults import GenerationParams
 
 _LOCKED_KEY = "podrelay.locked_jobs"
+# A submission's outcome until RunPod's answer to its POST /run is recorded.
+SENDING = "sending"
 
 
 def new_id(prefix: str) -> str:
@@ -134,7 +136,7 @@ def move(
 
 
 def new_submission(session: Session, job: Job) -> Submission:
-    submission = Submission(job_id=job.id, token=secrets.token_urlsafe(24), outcome="sending")
+    submission = Submission(job_id=job.id, token=secrets.token_urlsafe(24), outcome=SENDING)
     session.add(submission)
     job.attempts += 1
     return submission

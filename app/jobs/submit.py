@@ -20,8 +20,9 @@ from app.core.batching import GroupRunner
 from app.core.db import utcnow
 from app.jobs.engine import JobEngine
 from app.jobs.ledger import write_patiently
-from app.jobs.models import Submission
+from app.jobs.models import Job, Submission
 from app.jobs.service import (
+    SENDING,
     add_event,
     claim,
     lock_jobs,
@@ -139,7 +140,9 @@ def _prepare(engine: JobEngine, job_ids: list[str]) -> list[_Prepared]:
     """Claim the jobs that still need submitting and open a submission for each."""
     prepared: list[_Prepared] = []
     with engine.db.session() as session:
-        for job in claim(session, job_ids, lease_s=engine.settings.submit_lease):
+        jobs = claim(session, job_ids, lease_s=engine.settings.submit_lease)
+        _close_unanswered(session, jobs)
+        for job in jobs:
             if job.status != JobStatus.PENDING or job.runpod_job_id:
                 release(job, next_check_at=job.next_poll_at)
                 continue
@@ -160,6 +163,27 @@ def _prepare(engine: JobEngine, job_ids: list[str]) -> list[_Prepared]:
             token = new_submission(session, job).token
             prepared.append(_Prepared(job.id, token, job_input, remaining))
     return prepared
+
+
+def _close_unanswered(session: Session, jobs: list[Job]) -> None:
+    """Attempts still `sending` were cut off (their worker stopped) before RunPod's answer was
+    recorded, so RunPod may be running them. With webhooks, the orphan's webhook names it and it
+    is cancelled; without, nothing ever will (RunPod lists no jobs), so the job's timeline and
+    the submission say so."""
+    by_id = {job.id: job for job in jobs}
+    if not by_id:
+        return
+    query = select(Submission).where(Submission.job_id.in_(by_id), Submission.outcome == SENDING)
+    for submission in session.scalars(query):
+        submission.outcome = "ambiguous"
+        submission.error = "the worker stopped before RunPod's answer was recorded"
+        add_event(
+            session,
+            by_id[submission.job_id],
+            "submission_in_doubt",
+            message="an earlier attempt may be running at RunPod; its result is not kept",
+            data={"submission_id": submission.id},
+        )
 
 
 async def cancel_quietly(engine: JobEngine, runpod_job_id: str) -> None:

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from app.core.db import utcnow
+from app.jobs import service
 from app.jobs.cancel import JobAlreadyFinished, cancel_job
 from app.jobs.engine import JobEngine
 from app.jobs.models import Job
@@ -296,3 +297,23 @@ async def test_each_run_answer_is_recorded_while_slower_ones_are_in_flight(
     assert all(await asyncio.to_thread(runpod_ids))
     assert {load(engine, job_id).status for job_id in job_ids} == {JobStatus.QUEUED}
     assert simulator.counters()["jobs_created"] == 4
+
+
+async def test_an_attempt_cut_off_before_its_answer_is_recorded_is_flagged(
+    engine: JobEngine,
+) -> None:
+    job_id = make_job(engine)
+    with engine.db.session() as session:  # what a worker killed during POST /run leaves behind
+        service.new_submission(session, session.get_one(Job, job_id))
+    await submit_job(engine, job_id)
+    job = load(engine, job_id)
+    assert job.status == JobStatus.QUEUED
+    assert job.attempts == 2
+    first, second = sorted(job.submissions, key=lambda submission: submission.id)
+    assert (first.outcome, first.runpod_job_id) == ("ambiguous", None)
+    assert first.error == "the worker stopped before RunPod's answer was recorded"
+    assert (second.outcome, second.runpod_job_id) == ("accepted", job.runpod_job_id)
+    assert ("submission_in_doubt", "pending") in event_kinds(engine, job_id)
+    await submit_job(engine, job_id)  # nothing left in doubt: no second flag
+    kinds = [kind for kind, _ in event_kinds(engine, job_id)]
+    assert kinds.count("submission_in_doubt") == 1
