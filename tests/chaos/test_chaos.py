@@ -41,11 +41,18 @@ class Scenario:
     orphans: bool = False
     # Whether every job must complete: only injected job failures may end one otherwise.
     all_complete: bool = True
+    # Settings over CLUSTER_SETTINGS for this scenario's stack.
+    settings: tuple[tuple[str, float], ...] = ()
 
 
+# Without RunPod faults a live worker's POST /run takes milliseconds, so a killed worker's
+# submissions can come back after 15 s (a lease must stay above RECORD_MARGIN_S, 10 s).
+_QUICK_SUBMIT_LEASE = (("submit_lease", 15.0),)
 SCENARIOS = [
-    Scenario("worker-kill-9", faults.kill_worker, orphans=True),
-    Scenario("worker-kill-9-webhooks", faults.kill_worker, webhooks=True),
+    Scenario("worker-kill-9", faults.kill_worker, orphans=True, settings=_QUICK_SUBMIT_LEASE),
+    Scenario(
+        "worker-kill-9-webhooks", faults.kill_worker, webhooks=True, settings=_QUICK_SUBMIT_LEASE
+    ),
     Scenario("redis-restart", faults.restart_redis),
     Scenario("postgres-restart", faults.restart_postgres, private_postgres=True),
     Scenario(
@@ -107,7 +114,7 @@ def build_cluster(
         simulator=simulator,
         webhooks=scenario.webhooks,
         **extra,
-        **CLUSTER_SETTINGS,
+        **{**CLUSTER_SETTINGS, **dict(scenario.settings)},
     )
     cluster = Cluster(stack, redis_server)
     skewed = {"worker-b": faults.faketime_env(scenario.skew)} if scenario.skew else {}
