@@ -87,10 +87,10 @@ async def _submit(scope: Scope, key: str, body: bytes) -> Response | None:
         return None  # checking it resolves a host name: the route does that in a thread
     application: FastAPI = scope["app"]
     intake = intake_of(application)
-    caller = await intake.caller(key)
-    if caller is None:
-        return None
     try:
+        caller = await intake.caller(key)
+        if caller is None:
+            return None
         await count_request(scope, application, caller)
         timeout_s = check_options(application.state.engine.settings, request)
         view = await intake.accept(NewJob(caller=caller, body=request, timeout_s=timeout_s))

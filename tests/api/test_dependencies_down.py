@@ -14,6 +14,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
+from app.accounts.service import create_key
 from app.api import examples
 from app.api.errors import UNAVAILABLE_RETRY_AFTER_S
 from app.jobs.engine import JobEngine
@@ -83,12 +84,16 @@ def test_the_database_down_is_503_database_unavailable_until_it_returns(
     # Trust authentication ignores it; the API must still never write it anywhere.
     url = make_url(str(stack.env["DATABASE_URL"])).set(password=DB_PASSWORD)
     stack.env["DATABASE_URL"] = url.render_as_string(hide_password=False)
+    with stack.db.session() as session:
+        _, plaintext = create_key(session, name="keyed")
+    keyed = {"Authorization": f"Bearer {plaintext}"}  # served by app.api.fast_generate
     with httpx.Client(base_url=stack.start_api(), timeout=15) as client:
         job_id = accepted_job(client)
 
         def ledger_requests() -> list[httpx.Response]:
             return [
                 client.post(f"{API}/generate", json=GENERATE),  # the grouped insert's thread
+                client.post(f"{API}/generate", json=GENERATE, headers=keyed),  # the key lookup
                 client.get(f"{API}/status/{job_id}"),
                 client.get(f"{API}/jobs"),
             ]
@@ -99,13 +104,13 @@ def test_the_database_down_is_503_database_unavailable_until_it_returns(
                 assert_unavailable(response, "database_unavailable")
             assert_ready(client, down="database")
 
-        assert [response.status_code for response in ledger_requests()] == [202, 200, 200]
+        assert [response.status_code for response in ledger_requests()] == [202, 202, 200, 200]
         assert_ready(client, down=None)
     logs = logs_of(stack)
     assert DB_PASSWORD not in logs
     assert "Traceback" not in logs, stack.tail()
     warnings = [line for line in logs.splitlines() if "answered 503 database_unavailable (" in line]
-    assert len(warnings) == 3 * 2, warnings  # one line per answer, in stderr and LOG_FILE
+    assert len(warnings) == 4 * 2, warnings  # one line per answer, in stderr and LOG_FILE
 
 
 async def _submit_in_process(stack: WorkerStack, job_id: str) -> str:
