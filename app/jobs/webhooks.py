@@ -57,16 +57,6 @@ def receive_runpod_webhooks(
     return outcomes
 
 
-def receive_runpod_webhook(
-    session: Session, token: str, payload: Any, *, store: MediaStore
-) -> WebhookOutcome:
-    """Apply one RunPod webhook delivery; raises `WebhookRejected` for anything not ours."""
-    outcome = receive_runpod_webhooks(session, [(token, payload)], store=store)[0]
-    if isinstance(outcome, WebhookRejected):
-        raise outcome
-    return outcome
-
-
 def _receive(
     session: Session, submission: Submission | None, payload: Any, *, store: MediaStore
 ) -> WebhookOutcome:

@@ -16,7 +16,7 @@ from app.jobs import service
 from app.jobs.engine import JobEngine
 from app.jobs.models import Job
 from app.jobs.status import JobStatus
-from app.jobs.webhooks import WebhookRejected, receive_runpod_webhook
+from app.jobs.webhooks import WebhookRejected, receive_runpod_webhooks
 from app.simulator.server import SimulatorServer
 from tests.jobs.helpers import load, make_job
 
@@ -52,8 +52,12 @@ def submitted(engine: JobEngine, *, runpod_id: str | None) -> tuple[str, str]:
 
 
 def deliver(engine: JobEngine, token: str, payload: Any) -> Any:
+    """One delivery in its own transaction; raises its rejection."""
     with engine.db.session() as session:
-        return receive_runpod_webhook(session, token, payload, store=engine.store)
+        [outcome] = receive_runpod_webhooks(session, [(token, payload)], store=engine.store)
+    if isinstance(outcome, WebhookRejected):
+        raise outcome
+    return outcome
 
 
 def test_completion_is_applied_once(engine: JobEngine) -> None:
