@@ -111,10 +111,8 @@ def _apply_readings(
     readings: list[JobState | RunPodError],
 ) -> None:
     with engine.db.session() as session:
-        # In one order everywhere, so two of these never wait on each other's locks.
-        pairs = sorted(zip(targets, readings, strict=True), key=lambda pair: pair[0][0])
         lock_jobs(session, (job_id for job_id, _ in targets))
-        for (job_id, runpod_id), reading in pairs:
+        for (job_id, runpod_id), reading in zip(targets, readings, strict=True):
             job = locked_job(session, job_id)
             job.polls += 1
             if isinstance(reading, JobState):
@@ -216,7 +214,7 @@ def _settle_overdue(
     to_cancel: list[str] = []
     with engine.db.session() as session:
         lock_jobs(session, (job_id for job_id, _ in targets))
-        for job_id, runpod_id in sorted(targets):
+        for job_id, runpod_id in targets:
             job = locked_job(session, job_id)
             if runpod_id and runpod_id in final:
                 apply_state(session, job, final[runpod_id], store=engine.store, source="deadline")
