@@ -209,6 +209,26 @@ def test_podrelay_worker_restarts_a_killed_worker_and_stops_on_sigterm(
     assert "worker was killed by SIGKILL; restarting it in 1 s (restart 1 of at most 5" in output
 
 
+def test_a_worker_stops_when_podrelay_worker_is_killed(
+    stacks: StackFactory, redis_server: RedisServer
+) -> None:
+    simulator = stacks.simulator(RUNPOD)
+    stack = stacks.build(
+        ledger="sqlite", broker="redis", redis_server=redis_server, simulator=simulator
+    )
+    with podrelay_worker(stack) as supervisor:
+        worker = celery_leader(supervisor)
+        assert worker is not None
+        os.kill(supervisor.pid, signal.SIGKILL)  # the supervisor alone, not its worker's group
+        supervisor.wait(timeout=10)
+        wait_until(
+            lambda: not running(worker),
+            timeout=30,
+            what="the orphaned worker stops",
+            details=stack.tail,
+        )
+
+
 def test_supervise_backs_off_and_gives_up_on_a_crash_loop() -> None:
     lines: list[str] = []
     policy = RestartPolicy(limit=2, first_delay_s=0.2)
