@@ -56,6 +56,15 @@ def redis_server(stacks: StackFactory) -> RedisServer:
     return stacks.redis()
 
 
+@pytest.fixture
+def stack(stacks: StackFactory, redis_server: RedisServer) -> WorkerStack:
+    """A SQLite ledger, the private Redis as broker, and the simulator as RunPod."""
+    simulator = stacks.simulator(RUNPOD)
+    return stacks.build(
+        ledger="sqlite", broker="redis", redis_server=redis_server, simulator=simulator
+    )
+
+
 def connection_to(server: RedisServer, tmp_path: Path, **options: Any) -> Any:
     """A broker connection of the Celery app built for `server` (kombu's `options`)."""
     settings = Settings(_env_file=None, redis_url=server.url, data_dir=tmp_path / "data")
@@ -128,12 +137,8 @@ def complete_one_job(stack: WorkerStack) -> None:
 
 
 def test_a_worker_survives_redis_restarts_and_keeps_consuming(
-    stacks: StackFactory, redis_server: RedisServer
+    stack: WorkerStack, redis_server: RedisServer
 ) -> None:
-    simulator = stacks.simulator(RUNPOD)
-    stack = stacks.build(
-        ledger="sqlite", broker="redis", redis_server=redis_server, simulator=simulator
-    )
     worker = stack.start_worker(concurrency=2)
     for restart in range(REDIS_RESTARTS):
         hold_countdown_task(stack)
@@ -181,13 +186,7 @@ def podrelay_worker(stack: WorkerStack) -> Iterator["subprocess.Popen[bytes]"]:
         stop_process(supervisor, kill=True)
 
 
-def test_podrelay_worker_restarts_a_killed_worker_and_stops_on_sigterm(
-    stacks: StackFactory, redis_server: RedisServer
-) -> None:
-    simulator = stacks.simulator(RUNPOD)
-    stack = stacks.build(
-        ledger="sqlite", broker="redis", redis_server=redis_server, simulator=simulator
-    )
+def test_podrelay_worker_restarts_a_killed_worker_and_stops_on_sigterm(stack: WorkerStack) -> None:
     with podrelay_worker(stack) as supervisor:
         first = celery_leader(supervisor)
         assert first is not None
@@ -209,13 +208,7 @@ def test_podrelay_worker_restarts_a_killed_worker_and_stops_on_sigterm(
     assert "worker was killed by SIGKILL; restarting it in 1 s (restart 1 of at most 5" in output
 
 
-def test_a_worker_stops_when_podrelay_worker_is_killed(
-    stacks: StackFactory, redis_server: RedisServer
-) -> None:
-    simulator = stacks.simulator(RUNPOD)
-    stack = stacks.build(
-        ledger="sqlite", broker="redis", redis_server=redis_server, simulator=simulator
-    )
+def test_a_worker_stops_when_podrelay_worker_is_killed(stack: WorkerStack) -> None:
     with podrelay_worker(stack) as supervisor:
         worker = celery_leader(supervisor)
         assert worker is not None
