@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from app.core.batching import GroupRunner
+from app.core.batching import GroupRunner, in_thread
 
 
 async def test_concurrent_items_share_calls_and_get_their_own_results() -> None:
@@ -18,7 +18,7 @@ async def test_concurrent_items_share_calls_and_get_their_own_results() -> None:
         release.wait(5)
         return [ValueError(f"odd {item}") if item % 2 else item * item for item in items]
 
-    runner: GroupRunner[int, int] = GroupRunner(square, max_group=50, parallel=1)
+    runner: GroupRunner[int, int] = GroupRunner(in_thread(square), max_group=50, parallel=1)
     tasks = [asyncio.ensure_future(runner.run(0))]
     await asyncio.sleep(0.05)  # the first item's call is running...
     tasks += [asyncio.ensure_future(runner.run(item)) for item in range(1, 10)]
@@ -40,7 +40,7 @@ async def test_a_failed_call_fails_its_group_only() -> None:
             raise RuntimeError("database went away")
         return [item.upper() for item in items]
 
-    runner: GroupRunner[str, str] = GroupRunner(flaky, parallel=1)
+    runner: GroupRunner[str, str] = GroupRunner(in_thread(flaky), parallel=1)
     with pytest.raises(RuntimeError, match="database went away"):
         await runner.run("boom")
     assert await runner.run("fine") == "FINE"
@@ -63,7 +63,7 @@ async def test_groups_are_capped_and_run_in_parallel_slots() -> None:
             running -= 1
         return list(items)
 
-    runner: GroupRunner[int, int] = GroupRunner(record, max_group=4, parallel=2)
+    runner: GroupRunner[int, int] = GroupRunner(in_thread(record), max_group=4, parallel=2)
     assert await asyncio.gather(*(runner.run(item) for item in range(20))) == list(range(20))
     assert max(sizes) <= 4
     assert sum(sizes) == 20

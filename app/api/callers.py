@@ -17,7 +17,11 @@ class Caller:
     is_admin: bool
     webhook_secret: str = field(repr=False)
     requests_per_minute: int
-    max_concurrent_jobs: int
+    max_concurrent_jobs: int  # 0: no cap
+
+    @property
+    def capped(self) -> bool:
+        return self.max_concurrent_jobs > 0
 
 
 def key_caller(key: ApiKey, settings: Settings) -> Caller:

@@ -18,7 +18,7 @@ from app.api.errors import ApiError, Conflict, NotFound
 from app.api.schemas import GenerateRequest, JobOut, WebhookReceipt
 from app.api.submissions import active_job_counts, check_capacity, params_of
 from app.api.views import job_out
-from app.core.batching import GroupRunner
+from app.core.batching import GroupRunner, in_thread
 from app.jobs import service
 from app.jobs.engine import JobEngine
 from app.jobs.models import Job, JobImage
@@ -57,10 +57,10 @@ class Intake:
 
     def __init__(self, engine: JobEngine) -> None:
         self._engine = engine
-        self._keys: GroupRunner[str, Caller | None] = GroupRunner(self._find_callers)
-        self._jobs: GroupRunner[NewJob, JobOut] = GroupRunner(self._accept)
+        self._keys: GroupRunner[str, Caller | None] = GroupRunner(in_thread(self._find_callers))
+        self._jobs: GroupRunner[NewJob, JobOut] = GroupRunner(in_thread(self._accept))
         self._webhooks: GroupRunner[RunPodDelivery, WebhookReceipt] = GroupRunner(
-            self._receive_webhooks
+            in_thread(self._receive_webhooks)
         )
 
     async def caller(self, plaintext_key: str) -> Caller | None:
@@ -85,15 +85,16 @@ class Intake:
     def _accept(self, requests: list[NewJob]) -> list[JobOut | Exception]:
         outcomes: list[Job | Exception] = []
         with self._engine.db.session() as session:
-            active = active_job_counts(session, {request.caller.owner for request in requests})
+            active = active_job_counts(session, [request.caller for request in requests])
             for request in requests:
                 owner, body = request.caller.owner, request.body
                 try:
-                    check_capacity(request.caller, active[owner], 1)
+                    check_capacity(request.caller, active, 1)
                 except ApiError as error:
                     outcomes.append(error)
                     continue
-                active[owner] += 1
+                if owner in active:
+                    active[owner] += 1
                 job = service.new_job(
                     owner=owner,
                     prompt=body.prompt,

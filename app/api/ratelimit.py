@@ -6,9 +6,9 @@ and past the budget the answer is 429 `rate_limited` with `Retry-After` until it
 Fixed windows can let up to twice the budget through around a window's end; they are exact,
 cheap, and tell the client precisely when to come back.
 
-With `REDIS_URL` the counters live in Redis (one atomic script per request), shared by every
-API process. Without it they live in this process's memory, so each API process
-(`uvicorn --workers N`, replicas) grants the full budget on its own. When Redis fails, the
+With `REDIS_URL` the counters live in Redis (one atomic script per caller for each group of
+concurrent requests), shared by every API process. Without it they live in this process's
+memory, so each API process (`uvicorn --workers N`, replicas) grants the full budget on its own. When Redis fails, the
 process falls back to its memory counters rather than refusing or waving requests through.
 
 Every response to a limited route carries the IETF draft headers `RateLimit-Limit`,
@@ -19,8 +19,10 @@ Behind a reverse proxy, run uvicorn with `--proxy-headers --forwarded-allow-ips=
 the client IP of anonymous callers is the real one and not the proxy's.
 """
 
+import asyncio
 import math
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from threading import Lock
 from typing import Protocol
@@ -36,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.callers import ANONYMOUS, Caller
 from app.api.deps import CallerDep
 from app.api.errors import RateLimited
+from app.core.batching import GroupRunner
 from app.core.config import Settings
 
 WINDOW_S = 60
@@ -44,9 +47,10 @@ _SCOPE_KEY = "podrelay.ratelimit"
 _REDIS_TIMEOUT_S = 1.0
 _WARN_EVERY_S = 60.0
 
-# INCR, and set the window's expiry when the counter is new (or somehow lost its expiry).
+# INCRBY the requests counted at once, and set the window's expiry when the counter is new
+# (or somehow lost its expiry).
 _HIT_SCRIPT = """
-local count = redis.call('INCR', KEYS[1])
+local count = redis.call('INCRBY', KEYS[1], ARGV[2])
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then
     redis.call('PEXPIRE', KEYS[1], ARGV[1])
@@ -118,7 +122,10 @@ class MemoryRateLimiter:
 
 
 class RedisRateLimiter:
-    """Counters in Redis, shared by all API processes; memory counters while Redis fails."""
+    """Counters in Redis, shared by all API processes; memory counters while Redis fails.
+
+    The requests of one caller that arrive while a count is on its way to Redis are counted
+    together by the next script call, each still getting its own place in the window."""
 
     def __init__(self, redis_url: str, *, window_s: int = WINDOW_S) -> None:
         self._redis = aioredis.Redis.from_url(
@@ -130,19 +137,40 @@ class RedisRateLimiter:
         self._window_ms = window_s * 1000
         self._fallback = MemoryRateLimiter(window_s=window_s)
         self._warned_at = -math.inf
+        self._groups: GroupRunner[tuple[str, int], Hit] = GroupRunner(self._count)
 
     async def hit(self, caller_key: str, limit: int) -> Hit:
-        try:
-            count, ttl_ms = await self._script(
-                keys=[REDIS_PREFIX + caller_key], args=[self._window_ms]
-            )
-        except (RedisError, OSError) as error:
-            now = time.monotonic()
-            if now - self._warned_at >= _WARN_EVERY_S:
-                self._warned_at = now
-                logger.warning("rate limits fall back to this process's memory: {}", error)
-            return await self._fallback.hit(caller_key, limit)
-        return Hit(limit=limit, count=int(count), reset_s=max(1, math.ceil(int(ttl_ms) / 1000)))
+        return await self._groups.run((caller_key, limit))
+
+    async def _count(self, requests: list[tuple[str, int]]) -> list[Hit]:
+        positions: dict[str, list[int]] = defaultdict(list)
+        for position, (caller_key, _) in enumerate(requests):
+            positions[caller_key].append(position)
+        hits: dict[int, Hit] = {}
+
+        async def count_caller(caller_key: str, at: list[int]) -> None:
+            try:
+                total, ttl_ms = await self._script(
+                    keys=[REDIS_PREFIX + caller_key], args=[self._window_ms, len(at)]
+                )
+            except (RedisError, OSError) as error:
+                self._warn(error)
+                for position in at:
+                    hits[position] = await self._fallback.hit(caller_key, requests[position][1])
+                return
+            reset_s = max(1, math.ceil(int(ttl_ms) / 1000))
+            first = int(total) - len(at) + 1
+            for offset, position in enumerate(at):
+                hits[position] = Hit(requests[position][1], first + offset, reset_s)
+
+        await asyncio.gather(*(count_caller(key, at) for key, at in positions.items()))
+        return [hits[position] for position in range(len(requests))]
+
+    def _warn(self, error: Exception) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= _WARN_EVERY_S:
+            self._warned_at = now
+            logger.warning("rate limits fall back to this process's memory: {}", error)
 
     async def aclose(self) -> None:
         await self._redis.aclose()

@@ -1,11 +1,13 @@
-"""Group commit: many concurrent requests served by one call in a worker thread.
+"""Group commit: many concurrent requests served by one call.
 
-A request that needs the database awaits `GroupRunner.run(item)`. While one group's call runs
-in a thread, the items that arrive meanwhile wait and form the next group, so under load one
-transaction (one connection checkout, one commit, one broker publish) serves many requests,
-and with a single request in flight nothing waits for a timer.
+A request that needs the database (or Redis) awaits `GroupRunner.run(item)`. While one group's
+call runs, the items that arrive meanwhile wait and form the next group, so under load one
+transaction (one connection checkout, one commit, one broker publish) or one Redis round trip
+serves many requests, and with a single request in flight nothing waits for a timer.
 
-How a group's call is run can be wrapped (`execute`), e.g. to retry it through a database outage.
+The group call is a coroutine function; `in_thread` makes one of a blocking function (the
+synchronous session), and a wrapper can add what its callers need, e.g. retrying a write through
+a database outage.
 """
 
 import asyncio
@@ -16,32 +18,26 @@ ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
 
 # What a group call returns for each item, in order: its result, or the error to raise.
-GroupCall = Callable[[list[ItemT]], Sequence[ResultT | Exception]]
-# Runs a group call off the event loop and returns what it returned.
-GroupExecutor = Callable[
-    [GroupCall[ItemT, ResultT], list[ItemT]], Awaitable[Sequence[ResultT | Exception]]
-]
+BlockingGroupCall = Callable[[list[ItemT]], Sequence[ResultT | Exception]]
+GroupCall = Callable[[list[ItemT]], Awaitable[Sequence[ResultT | Exception]]]
 
 
-async def in_thread(
-    call: GroupCall[ItemT, ResultT], items: list[ItemT]
-) -> Sequence[ResultT | Exception]:
-    return await asyncio.to_thread(call, items)
+def in_thread(call: BlockingGroupCall[ItemT, ResultT]) -> GroupCall[ItemT, ResultT]:
+    """The group call that runs the blocking `call` in a worker thread."""
+
+    async def threaded(items: list[ItemT]) -> Sequence[ResultT | Exception]:
+        return await asyncio.to_thread(call, items)
+
+    return threaded
 
 
 class GroupRunner(Generic[ItemT, ResultT]):
-    """Runs `call` on groups of items in a worker thread, at most `parallel` groups at once."""
+    """Runs `call` on groups of items, at most `parallel` groups at once."""
 
     def __init__(
-        self,
-        call: GroupCall[ItemT, ResultT],
-        *,
-        max_group: int = 200,
-        parallel: int = 2,
-        execute: GroupExecutor[ItemT, ResultT] = in_thread,
+        self, call: GroupCall[ItemT, ResultT], *, max_group: int = 200, parallel: int = 2
     ) -> None:
         self._call = call
-        self._execute = execute
         self._max_group = max_group
         self._slots = parallel
         self._waiting: list[tuple[ItemT, asyncio.Future[ResultT]]] = []
@@ -66,7 +62,7 @@ class GroupRunner(Generic[ItemT, ResultT]):
     async def _serve(self, group: list[tuple[ItemT, "asyncio.Future[ResultT]"]]) -> None:
         outcomes: Sequence[ResultT | Exception]
         try:
-            outcomes = await self._execute(self._call, [item for item, _ in group])
+            outcomes = await self._call([item for item, _ in group])
         except Exception as error:  # noqa: BLE001 - the group's callers each get the error
             outcomes = [error] * len(group)
         for (_, future), outcome in zip(group, outcomes, strict=True):

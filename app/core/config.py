@@ -182,7 +182,7 @@ class Settings(BaseSettings):
         default=120, ge=1, description="Requests per minute per API key (in Redis when set)."
     )
     max_concurrent_jobs: int = Field(
-        default=100, ge=1, description="Unfinished jobs per API key at any one time."
+        default=100, ge=0, description="Unfinished jobs per API key at any one time (0: no cap)."
     )
     max_request_bytes: int = Field(
         default=64 * 1024, ge=1024, description="Largest request body accepted, in bytes."

@@ -23,10 +23,14 @@ class Batch(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status_next_poll_at", "status", "next_poll_at"),)
+    __table_args__ = (
+        Index("ix_jobs_status_next_poll_at", "status", "next_poll_at"),
+        # An owner's jobs, and its unfinished ones (the per-key cap counts these).
+        Index("ix_jobs_owner_status", "owner", "status"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    owner: Mapped[str] = mapped_column(String(64), index=True)
+    owner: Mapped[str] = mapped_column(String(64))
     batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), index=True)
     batch_index: Mapped[int | None] = mapped_column(Integer)
     prompt: Mapped[str] = mapped_column(Text)

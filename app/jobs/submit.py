@@ -79,11 +79,8 @@ async def submit_jobs(engine: JobEngine, job_ids: list[str]) -> int:
         return 0
     # RunPod's answers exist only here until recorded: wait out a database outage for them.
     recorder: GroupRunner[_Answer, str | None] = GroupRunner(
-        partial(_record, engine),
+        partial(write_patiently, lease_ends - RECORD_MARGIN_S, partial(_record, engine)),
         parallel=1,
-        execute=lambda record, answers: write_patiently(
-            lease_ends - RECORD_MARGIN_S, record, answers
-        ),
     )
 
     async def submit(item: _Prepared) -> None:

@@ -52,3 +52,15 @@ async def test_concurrent_requests_keep_each_callers_cap(api_factory: ApiFactory
             )
             assert status.json()["timings"]["created_at"] == job["timings"]["created_at"]
             assert status.json()["status"] == job["status"] == "pending"
+
+
+async def test_a_cap_of_zero_is_no_cap(api_factory: ApiFactory) -> None:
+    async with api_factory(ENVIRONMENT="production", MAX_CONCURRENT_JOBS="0") as api:
+        headers = new_key(api, "uncapped")
+        answers = await asyncio.gather(
+            *(
+                api.client.post(f"{API}/generate", json={"prompt": f"p{n}"}, headers=headers)
+                for n in range(12)
+            )
+        )
+        assert [answer.status_code for answer in answers] == [202] * 12

@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 
 from app.accounts.models import ApiKey
 from app.accounts.service import create_key
-from app.api.ratelimit import REDIS_PREFIX
+from app.api.ratelimit import REDIS_PREFIX, RedisRateLimiter
 from app.celery_app import broker_config
 from app.jobs.service import create_job
 from app.services.generation_defaults import GenerationParams
@@ -253,6 +253,30 @@ async def test_with_redis_the_budget_is_shared_by_api_processes(
         assert keys == [f"{REDIS_PREFIX}{key_id}".encode()]  # the key id, never the key
         assert 0 < redis_db.pttl(keys[0]) <= 60_000
         assert int(redis_db.get(keys[0]) or 0) == 4
+
+
+async def test_concurrent_hits_counted_together_each_get_their_own_place(
+    redis_db: redis.Redis,
+) -> None:
+    limiter = RedisRateLimiter(REDIS_TEST_URL)
+    calls_before = _script_calls(redis_db)
+    try:
+        hits = await asyncio.gather(
+            *(limiter.hit(caller, 30) for _ in range(40) for caller in ("one", "two"))
+        )
+    finally:
+        await limiter.aclose()
+    assert _script_calls(redis_db) - calls_before < len(hits) / 4
+    for caller, mine in (("one", hits[0::2]), ("two", hits[1::2])):
+        assert sorted(hit.count for hit in mine) == list(range(1, 41))
+        assert sum(hit.allowed for hit in mine) == 30
+        assert int(redis_db.get(f"{REDIS_PREFIX}{caller}") or 0) == 40
+    assert {hit.reset_s for hit in hits} == {60}
+
+
+def _script_calls(client: redis.Redis) -> int:
+    stats = client.info("commandstats")
+    return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("eval", "evalsha"))
 
 
 async def test_without_redis_answering_the_limits_fall_back_to_memory(
