@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from app.jobs.engine import RUNPOD_CONCURRENCY
 from bench.machine import machine
 
 COMMAND = "make chaos"
@@ -69,6 +70,14 @@ def render(results: dict[str, Any], *, fuzz_examples: int | None, when: datetime
         "takes no idempotency key, so the job is submitted again; in webhook mode the orphan is "
         "recognised by its webhook token and cancelled or kept, in polling mode it is invisible "
         "and runs to the end. The ledger keeps exactly one result either way.",
+        "",
+        "The one duplicate no client of RunPod can prevent: `/run` takes no idempotency key and "
+        "RunPod lists no jobs, so the id of a job whose `/run` answer was lost after RunPod "
+        "accepted it can never be learnt. Podrelay marks that attempt `ambiguous` (the job's "
+        "timeline shows `submission_in_doubt`) and submits once more, so the request still "
+        "gets its result; only the `/run` calls in flight at that moment (at most "
+        f"{RUNPOD_CONCURRENCY} per worker process) can run twice, and the orphans column "
+        "counts every one. Every other way to run a request twice is counted as duplicated.",
         "",
         f"Verdict: {'every scenario 0 lost, 0 duplicated, 0 stuck' if verdict else 'FAILED'}.",
         "",

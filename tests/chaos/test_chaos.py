@@ -51,7 +51,11 @@ _QUICK_SUBMIT_LEASE = (("submit_lease", 15.0),)
 SCENARIOS = [
     Scenario("worker-kill-9", faults.kill_worker, orphans=True, settings=_QUICK_SUBMIT_LEASE),
     Scenario(
-        "worker-kill-9-webhooks", faults.kill_worker, webhooks=True, settings=_QUICK_SUBMIT_LEASE
+        "worker-kill-9-webhooks",
+        faults.kill_worker,
+        webhooks=True,
+        orphans=True,
+        settings=_QUICK_SUBMIT_LEASE,
     ),
     Scenario("redis-restart", faults.restart_redis),
     Scenario("postgres-restart", faults.restart_postgres, private_postgres=True),
