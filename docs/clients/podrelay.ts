@@ -29,9 +29,8 @@ export type Scheduler =
   | "DPMSolverMultistep"
   | "DPMSolverSinglestep";
 
-/** @schema GenerateRequest */
-export interface GenerateRequest {
-  prompt: string;
+/** What a generate and a batch request share: each option applies to every job made. */
+export interface GenerationOptions {
   negative_prompt?: string | null;
   width?: number;
   height?: number;
@@ -48,22 +47,15 @@ export interface GenerateRequest {
   webhook_url?: string | null;
 }
 
+/** @schema GenerateRequest */
+export interface GenerateRequest extends GenerationOptions {
+  prompt: string;
+}
+
 /** @schema BatchRequest */
-export interface BatchRequest {
+export interface BatchRequest extends GenerationOptions {
   /** 1 to 10 prompts; the other options apply to each of them. */
   prompts: string[];
-  negative_prompt?: string | null;
-  width?: number;
-  height?: number;
-  num_inference_steps?: number;
-  guidance_scale?: number;
-  scheduler?: Scheduler;
-  seed?: number | null;
-  num_images?: number;
-  return_type?: "url" | "base64";
-  add_default_prompts?: boolean;
-  timeout?: number | null;
-  webhook_url?: string | null;
 }
 
 /** @schema ImageOut */

@@ -24,7 +24,8 @@ INTEGRATION = DOCS / "RUNPOD_API_INTEGRATION.md"
 API = "/api/v1/runpod"
 
 _INTERFACE = re.compile(
-    r"^/\*\* @schema (\w+) \*/\nexport interface (\w+) \{\n(.*?)^\}", re.DOTALL | re.MULTILINE
+    r"^(?:/\*\* @schema (\w+) \*/\n)?export interface (\w+)(?: extends (\w+))? \{\n(.*?)^\}",
+    re.DOTALL | re.MULTILINE,
 )
 _FIELD = re.compile(r"^  (\w+)(\??): (.+);$")
 _CALL = re.compile(r'this\.(?:request<\w+>|send)\(\s*"(GET|POST|DELETE)",\s*`([^`]+)`')
@@ -49,16 +50,22 @@ def openapi(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def interfaces(source: str) -> dict[str, tuple[str, dict[str, tuple[bool, str]]]]:
-    """TS interface name -> (schema name, {field: (optional, type)})."""
-    found = {}
-    for schema, name, body in _INTERFACE.findall(source):
-        fields = {}
+    """TS interface tagged `@schema` -> (schema name, {field: (optional, type)}), the fields
+    of the interface it extends included."""
+    declared = {
+        name: (schema, parent, body) for schema, name, parent, body in _INTERFACE.findall(source)
+    }
+
+    def fields_of(name: str) -> dict[str, tuple[bool, str]]:
+        _, parent, body = declared[name]
+        fields = fields_of(parent) if parent else {}
         for line in body.splitlines():
             match = _FIELD.match(line)
             if match:
                 fields[match.group(1)] = (match.group(2) == "?", match.group(3))
-        found[name] = (schema, fields)
-    return found
+        return fields
+
+    return {name: (schema, fields_of(name)) for name, (schema, _, _) in declared.items() if schema}
 
 
 def called_routes(source: str) -> set[tuple[str, str]]:
