@@ -10,9 +10,10 @@ Redis db 9 as the broker (flushed before and after; `--broker embedded` for the 
 broker), the API under uvicorn as the webhook receiver (webhook mode), and ONE Celery worker
 (`app.devstack.worker_argv()`: threads pool with embedded beat driving the tracker).
 
-Jobs enter as the API's create path makes them: `app.jobs.service.create_job` commits the ledger
-row, then `submit_job_task` is sent through `app.celery_app.create_celery(settings)`. Each job has
-a distinct prompt, so a second RunPod job for one input shows as a duplicate at the simulator.
+Jobs enter as the API's create path makes them: `app.jobs.service.insert_jobs` commits the
+ledger rows, then `submit_job_task` is sent through `app.celery_app.create_celery(settings)`.
+Each job has a distinct prompt, so a second RunPod job for one input shows as a duplicate at the
+simulator.
 
 Per mode it reports jobs lost (not final at the end), duplicates, completions, the lag from the
 simulator finishing a job to the job being final in the ledger (`finished_at` minus the

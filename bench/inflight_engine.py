@@ -1,6 +1,6 @@
 """One engine run of the in-flight benchmark: simulator, API (webhook mode) and one worker.
 
-Jobs enter the way the API's create path does it: `create_job` commits the ledger row (the
+Jobs enter the way the API's create path does it: `insert_jobs` commits the ledger rows (the
 tracker would submit it `first_check_in` s later if no task did), then `submit_job_task` is sent
 to the broker. The run ends when every job is final and every image stored, or at the deadline.
 """
@@ -21,7 +21,7 @@ from app.core.db import Database
 from app.core.migrate import upgrade_database
 from app.devstack import wait_http, worker_argv
 from app.jobs.models import Job, JobImage
-from app.jobs.service import create_job
+from app.jobs.service import insert_jobs, new_job
 from app.jobs.status import ACTIVE, JobStatus
 from app.services.generation_defaults import GenerationParams
 from bench.inflight_report import Result, percentiles
@@ -144,20 +144,19 @@ def run_engine(mode: str, options: RunOptions, folder: Path) -> Result:
 
 def _enqueue(celery: Any, settings: Settings, ledger: Database, jobs: int, tag: str) -> None:
     for first in range(0, jobs, _CHUNK):
+        chunk = [
+            new_job(
+                owner="bench",
+                prompt=f"in-flight bench {tag} job {index}",
+                params=SMALL,
+                timeout_s=settings.runpod_job_timeout,
+            )
+            for index in range(first, min(jobs, first + _CHUNK))
+        ]
         with ledger.session() as session:
-            ids = [
-                create_job(
-                    session,
-                    owner="bench",
-                    prompt=f"in-flight bench {tag} job {index}",
-                    negative_prompt=None,
-                    params=SMALL,
-                    timeout_s=settings.runpod_job_timeout,
-                ).id
-                for index in range(first, min(jobs, first + _CHUNK))
-            ]
-        for job_id in ids:
-            celery.send_task(SUBMIT_TASK, args=[job_id])
+            insert_jobs(session, chunk)
+        for job in chunk:
+            celery.send_task(SUBMIT_TASK, args=[job.id])
 
 
 def _watch(sim: SimulatorProcess, ledger: Database, *, deadline: float) -> Watch:

@@ -8,8 +8,9 @@ cheap, and tell the client precisely when to come back.
 
 With `REDIS_URL` the counters live in Redis (one atomic script per caller for each group of
 concurrent requests), shared by every API process. Without it they live in this process's
-memory, so each API process (`uvicorn --workers N`, replicas) grants the full budget on its own. When Redis fails, the
-process falls back to its memory counters rather than refusing or waving requests through.
+memory, so each API process (`uvicorn --workers N`, replicas) grants the full budget on its
+own. When Redis fails, the process falls back to its memory counters rather than refusing or
+waving requests through.
 
 Every response to a limited route carries the IETF draft headers `RateLimit-Limit`,
 `RateLimit-Remaining`, `RateLimit-Reset` (seconds) and `RateLimit-Policy`; a small ASGI

@@ -145,8 +145,7 @@ def params_of(body: GenerationOptions) -> GenerationParams:
 
 def _new_job(session: Session, engine: JobEngine, caller: Caller, body: GenerateRequest) -> str:
     timeout = _check_request(session, engine, caller, body, 1)
-    job = service.create_job(
-        session,
+    job = service.new_job(
         owner=caller.owner,
         prompt=body.prompt,
         negative_prompt=body.negative_prompt,
@@ -154,7 +153,7 @@ def _new_job(session: Session, engine: JobEngine, caller: Caller, body: Generate
         timeout_s=timeout,
         webhook_url=str(body.webhook_url) if body.webhook_url else None,
     )
-    return job.id
+    return service.add_job(session, job).id
 
 
 def _new_batch(session: Session, engine: JobEngine, caller: Caller, body: BatchRequest) -> str:
@@ -163,8 +162,7 @@ def _new_batch(session: Session, engine: JobEngine, caller: Caller, body: BatchR
     if body.webhook_url is not None:
         batch.webhook_url = str(body.webhook_url)
     for index, prompt in enumerate(body.prompts):
-        service.create_job(
-            session,
+        job = service.new_job(
             owner=caller.owner,
             prompt=prompt,
             negative_prompt=body.negative_prompt,
@@ -174,4 +172,5 @@ def _new_batch(session: Session, engine: JobEngine, caller: Caller, body: BatchR
             batch_index=index,
             webhook_url=batch.webhook_url,
         )
+        service.add_job(session, job)
     return batch.id

@@ -39,9 +39,9 @@ def new_job(
     *,
     owner: str,
     prompt: str,
-    negative_prompt: str | None,
     params: GenerationParams,
     timeout_s: float,
+    negative_prompt: str | None = None,
     batch: Batch | None = None,
     batch_index: int | None = None,
     celery_task_id: str | None = None,
@@ -71,9 +71,8 @@ def new_job(
     )
 
 
-def create_job(session: Session, **fields: Any) -> Job:
-    """Record an accepted job (see `new_job` for the fields) and its first event."""
-    job = new_job(**fields)
+def add_job(session: Session, job: Job) -> Job:
+    """Record an accepted job from `new_job`, and its first event."""
     session.add(job)
     session.flush()
     add_event(session, job, "created")

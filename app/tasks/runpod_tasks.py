@@ -40,14 +40,16 @@ def generate_image_runpod_task(
     engine = get_engine()
     generation = GenerationParams.model_validate(params or {})
     with engine.db.session() as session:
-        job = service.job_for_task(session, self.request.id) or service.create_job(
+        job = service.job_for_task(session, self.request.id) or service.add_job(
             session,
-            owner=owner,
-            prompt=_clean_prompt(user_prompt),
-            negative_prompt=negative_prompt,
-            params=generation,
-            timeout_s=_timeout(timeout),
-            celery_task_id=self.request.id,
+            service.new_job(
+                owner=owner,
+                prompt=_clean_prompt(user_prompt),
+                negative_prompt=negative_prompt,
+                params=generation,
+                timeout_s=_timeout(timeout),
+                celery_task_id=self.request.id,
+            ),
         )
         job_id = job.id
     logger.info("[RUNPOD TASK] task {} -> job {}", self.request.id, job_id)
@@ -75,8 +77,7 @@ def generate_image_batch_task(
         if batch is None:
             batch = service.create_batch(session, owner=owner, size=len(prompts), batch_id=batch_id)
             for index, prompt in enumerate(prompts):
-                service.create_job(
-                    session,
+                job = service.new_job(
                     owner=owner,
                     prompt=_clean_prompt(prompt),
                     negative_prompt=negative_prompt,
@@ -85,6 +86,7 @@ def generate_image_batch_task(
                     batch=batch,
                     batch_index=index,
                 )
+                service.add_job(session, job)
         job_ids = [job.id for job in batch.jobs]
 
     run(submit_jobs(engine, job_ids))

@@ -303,14 +303,10 @@ async def test_connection_test_and_usage(api: Api) -> None:
 async def test_an_image_still_downloading_redirects_to_its_origin(api: Api) -> None:
     origin = "http://127.0.0.1:9/results/origin.png"
     with api.engine.db.session() as session:
-        job = service.create_job(
-            session,
-            owner="anonymous",
-            prompt="p",
-            negative_prompt=None,
-            params=GenerationParams(),
-            timeout_s=60,
+        job = service.new_job(
+            owner="anonymous", prompt="p", params=GenerationParams(), timeout_s=60
         )
+        service.add_job(session, job)
         pending = JobImage(
             id="img_pending", job_id=job.id, index=0, state="pending", source_url=origin,
             download_attempts=0, created_at=utcnow(),

@@ -23,14 +23,8 @@ def make_job(
     timeout_s: float = 30.0,
 ) -> str:
     with engine.db.session() as session:
-        return service.create_job(
-            session,
-            owner="tester",
-            prompt=prompt,
-            negative_prompt=None,
-            params=params,
-            timeout_s=timeout_s,
-        ).id
+        job = service.new_job(owner="tester", prompt=prompt, params=params, timeout_s=timeout_s)
+        return service.add_job(session, job).id
 
 
 def load(engine: JobEngine, job_id: str) -> Job:

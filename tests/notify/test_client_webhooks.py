@@ -41,17 +41,16 @@ def make_job(
     with engine.db.session() as session:
         batch = session.get_one(Batch, batch_id) if batch_id else None
         index = len(batch.jobs) if batch else None
-        job = service.create_job(
-            session,
+        job = service.new_job(
             owner=owner,
             prompt="a red fox",
-            negative_prompt=None,
             params=SMALL,
             timeout_s=30.0,
             batch=batch,
             batch_index=index,
+            webhook_url=url,
         )
-        job.webhook_url = url
+        service.add_job(session, job)
         return job.id
 
 

@@ -23,14 +23,10 @@ SMALL = {"width": 256, "height": 256}
 def orphan_job(api: RunningApi) -> tuple[str, str]:
     """A job whose POST /run answer was lost: its submission knows no RunPod id yet."""
     with api.engine.db.session() as session:
-        job = service.create_job(
-            session,
-            owner="anonymous",
-            prompt="orphan",
-            negative_prompt=None,
-            params=GenerationParams(**SMALL),
-            timeout_s=60,
+        job = service.new_job(
+            owner="anonymous", prompt="orphan", params=GenerationParams(**SMALL), timeout_s=60
         )
+        service.add_job(session, job)
         submission = service.new_submission(session, job)
         submission.outcome = "ambiguous"
         return job.id, submission.token
