@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.text import Text
 
 from app.core.config import Settings
+from app.core.parent_death import tied
 from app.core.supervisor import RestartPolicy, Restarts, exit_status, signal_group
 
 API_HOST = "127.0.0.1"
@@ -120,8 +121,9 @@ def run_stack(services: list[Service], *, api_url: str = f"http://{API_HOST}:{AP
     def launch(index: int) -> None:
         """Start `services[index]`, or start it again, as `children[index]`."""
         service = services[index]
+        # Called from the main thread only: see `tied`.
         process = subprocess.Popen(  # noqa: S603 - argv built from our own settings
-            service.argv,
+            tied(service.argv),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

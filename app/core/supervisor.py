@@ -6,18 +6,17 @@ in a row (a crash loop ends, visibly). A child that ran `stable_after_s` before 
 a new row.
 """
 
-import ctypes
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from app.core.parent_death import tied
+
 _STOP_POLL_S = 0.1
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @dataclass(frozen=True)
@@ -76,13 +75,6 @@ def signal_group(process: "subprocess.Popen[Any]", signum: signal.Signals) -> No
         pass
 
 
-def _stop_with_parent() -> None:
-    """In the child, before it runs `argv`: SIGTERM it when the supervisor dies, even by
-    SIGKILL. In its own process group, nothing else would stop it (Linux only)."""
-    if sys.platform == "linux":
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def supervise(
     argv: list[str], *, name: str, policy: RestartPolicy, say: Callable[[str], None]
 ) -> int:
@@ -107,9 +99,8 @@ def supervise(
     try:
         while True:
             started = time.monotonic()
-            child = subprocess.Popen(  # noqa: S603 - argv is the caller's own
-                argv, process_group=0, preexec_fn=_stop_with_parent
-            )
+            # In its own process group, and stopped if the supervisor is killed.
+            child = subprocess.Popen(tied(argv), process_group=0)  # noqa: S603 - the caller's
             code = child.wait()
             # The embedded beat outlives a worker killed with SIGKILL.
             signal_group(child, signal.SIGKILL)

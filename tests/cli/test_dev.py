@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,26 @@ def test_dev_runs_the_stack_and_ctrl_c_stops_every_process(tmp_path: Path) -> No
         assert prefix in output
     assert "Traceback" not in output
     assert (tmp_path / "data" / "podrelay.db").is_file()  # the defaults, under the directory
+
+
+def test_killing_dev_stops_every_process_it_started(tmp_path: Path) -> None:
+    with podrelay_dev(tmp_path, SIMULATOR_PORT=str(free_port())) as (_, dev):
+        sessions = {pid for pid in descendants(dev.pid) if os.getsid(pid) == pid}
+        assert len(sessions) == 3, service_commands(dev)
+        os.kill(dev.pid, signal.SIGKILL)  # dev alone: its children are in sessions of their own
+        dev.wait(timeout=10)
+        try:
+            wait_until(
+                lambda: not in_sessions(sessions),
+                timeout=STOP_GRACE_S + 20,
+                what="the children of a killed podrelay dev stop",
+                details=lambda: "\n".join(cmdline(pid) for pid in in_sessions(sessions)),
+            )
+        finally:  # what a failure leaves running
+            for pid in in_sessions(sessions):
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    assert in_directory(tmp_path) == set()
 
 
 def test_dev_uses_the_configured_runpod_redis_and_database(tmp_path: Path) -> None:
