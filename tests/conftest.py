@@ -44,6 +44,8 @@ REQUIRED_TEST_MODULES = (
     "tests/api/test_fast_generate.py",
     "tests/cli/test_worker_supervision.py",
     "tests/jobs/test_locks.py",
+    "tests/jobs/test_migrations.py",
+    "tests/jobs/test_clock_skew.py",
     "tests/test_batching.py",
     "tests/security/test_auth.py",
     "tests/security/test_tenancy.py",

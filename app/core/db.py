@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -45,6 +45,17 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def database_now(session: Session) -> datetime:
+    """The time by which leases are taken and checked: on PostgreSQL the server's clock, the
+    same for every process whatever their own clocks say (a worker a minute ahead would see
+    every lease as expired); on SQLite, a file on one machine, this machine's."""
+    if session.get_bind().dialect.name == "postgresql":
+        now: datetime | None = session.scalar(select(func.now()))
+        if now is not None:
+            return now.astimezone(UTC)
+    return utcnow()
 
 
 def normalize_database_url(url: str) -> str:

@@ -9,7 +9,7 @@ from loguru import logger
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.core.db import utcnow
+from app.core.db import database_now, utcnow
 from app.jobs.models import Batch, Job, JobEvent, Submission
 from app.jobs.status import ACTIVE, JobStatus, can_move
 from app.notify.deliveries import queue_job_event
@@ -149,7 +149,7 @@ def claim(session: Session, job_ids: list[str], *, lease_s: float) -> list[Job]:
     """
     if not job_ids:
         return []
-    now = utcnow()
+    now = database_now(session)
     token = secrets.token_hex(8)
     session.execute(
         update(Job)

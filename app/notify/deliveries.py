@@ -36,7 +36,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.accounts.models import ApiKey
-from app.core.db import utcnow
+from app.core.db import database_now, utcnow
 from app.jobs.engine import JobEngine
 from app.jobs.models import Batch, Job, JobImage
 from app.jobs.status import JobStatus
@@ -292,8 +292,8 @@ def _tls() -> ssl.SSLContext:
 def _claim_due(engine: JobEngine, limit: int) -> list[_Outgoing]:
     """Take the due deliveries (no other tracker sends them until the lease ends) and
     prepare their bodies; a `job.completed` whose images are still coming waits."""
-    now = utcnow()
     with engine.db.session() as session:
+        now = database_now(session)
         due = session.scalars(
             select(WebhookDelivery.id)
             .where(WebhookDelivery.state == "pending", WebhookDelivery.next_attempt_at <= now)

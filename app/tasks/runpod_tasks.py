@@ -13,7 +13,7 @@ from loguru import logger
 from sqlalchemy import CursorResult, Result, func, select, update
 
 from app.celery_app import celery_app
-from app.core.db import utcnow
+from app.core.db import database_now
 from app.jobs import service
 from app.jobs.connection import check_connection
 from app.jobs.media import store_due_images
@@ -136,8 +136,8 @@ def track_jobs() -> None:
 def reconcile_jobs() -> dict[str, int]:
     """Put back on the tracker's schedule every active job or pending image that fell off it."""
     engine = get_engine()
-    now = utcnow()
     with engine.db.session() as session:
+        now = database_now(session)
         jobs = _rowcount(
             session.execute(
                 update(Job)
