@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.batching import GroupRunner
-from app.core.db import utcnow
+from app.core.db import database_now, utcnow
 from app.jobs.engine import JobEngine
 from app.jobs.ledger import write_patiently
 from app.jobs.models import Job, Submission
@@ -143,7 +143,7 @@ def _prepare(engine: JobEngine, job_ids: list[str]) -> list[_Prepared]:
             if job.status != JobStatus.PENDING or job.runpod_job_id:
                 release(job, next_check_at=job.next_poll_at)
                 continue
-            remaining = (job.deadline_at - utcnow()).total_seconds()
+            remaining = (job.deadline_at - database_now(session)).total_seconds()
             if remaining <= 0:
                 move(
                     session,

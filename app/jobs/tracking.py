@@ -13,7 +13,7 @@ from loguru import logger
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.core.db import utcnow
+from app.core.db import database_now, utcnow
 from app.jobs.engine import JobEngine
 from app.jobs.ledger import write_patiently
 from app.jobs.media import store_due_images
@@ -117,7 +117,7 @@ def _apply_readings(
             job.polls += 1
             if isinstance(reading, JobState):
                 apply_state(session, job, reading, store=engine.store, source="poll")
-            elif isinstance(reading, NotFoundError) and job.deadline_at <= utcnow():
+            elif isinstance(reading, NotFoundError) and job.deadline_at <= database_now(session):
                 # Its RunPod ttl ends shortly after our deadline (see `deadline_policy`).
                 _time_out(session, job)
             elif isinstance(reading, NotFoundError):
@@ -189,12 +189,12 @@ async def enforce_deadlines(engine: JobEngine) -> int:
 
 
 def _claim_overdue(engine: JobEngine) -> list[tuple[str, str | None]]:
-    overdue = (
-        select(Job.id)
-        .where(Job.status.in_([status.value for status in ACTIVE]))
-        .where(Job.deadline_at <= utcnow())
-    )
     with engine.db.session() as session:
+        overdue = (
+            select(Job.id)
+            .where(Job.status.in_([status.value for status in ACTIVE]))
+            .where(Job.deadline_at <= database_now(session))
+        )
         # Only jobs that reached RunPod need a (rate-limited) cancel there.
         unsent = session.scalars(overdue.where(Job.runpod_job_id.is_(None)).limit(500)).all()
         sent = session.scalars(
