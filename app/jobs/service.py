@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import false, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.core.db import database_now, utcnow
@@ -165,12 +165,13 @@ def claim(session: Session, job_ids: list[str], *, lease_s: float) -> list[Job]:
 
 
 def lock_jobs(session: Session, job_ids: Iterable[str]) -> dict[str, Job]:
-    """Lock the jobs' rows (PostgreSQL) until the transaction ends, with one query, in id order
-    (as every locking path does, so two never wait on each other). `locked_job` then finds them
-    without a query. Returns the jobs found, by id."""
+    """Lock the jobs' rows until the transaction ends, with one query, in id order (as every
+    locking path does, so two never wait on each other); on SQLite, the whole database.
+    `locked_job` then finds them without a query. Returns the jobs found, by id."""
     ids = sorted(set(job_ids))
     if not ids:
         return {}
+    _lock_sqlite(session)
     query = (
         select(Job)
         .where(Job.id.in_(ids))
@@ -184,15 +185,29 @@ def lock_jobs(session: Session, job_ids: Iterable[str]) -> dict[str, Job]:
 
 
 def locked_job(session: Session, job_id: str) -> Job:
-    """The job, its row locked (PostgreSQL) until the transaction ends: a webhook and a poll,
+    """The job, its row locked until the transaction ends (see `lock_jobs`): a webhook and a poll,
     or two polls, that read RunPod's answer for one job apply it one after the other, and the
     later one sees the job as the first left it (terminal, with its result) and changes nothing.
     """
     if job_id in _locked_ids(session):
         return session.get_one(Job, job_id)  # locked by `lock_jobs`: in the identity map
-    job = session.get_one(Job, job_id, with_for_update=True)
+    _lock_sqlite(session)
+    job = session.get_one(Job, job_id, with_for_update=True, populate_existing=True)
     _locked_ids(session).add(job_id)
     return job
+
+
+def _lock_sqlite(session: Session) -> None:
+    """SQLite has no row locks, and reads outside a write transaction, so a job read there can
+    be stale by the time it is written. A write that changes nothing takes the database's write
+    lock: no other process commits until this transaction ends, and what is read next stays."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(
+            update(Job)
+            .where(false())
+            .values(id=Job.id)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _locked_ids(session: Session) -> set[str]:

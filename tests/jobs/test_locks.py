@@ -1,5 +1,7 @@
 """`lock_jobs` locks many job rows with one query; `locked_job` then needs no query of its own."""
 
+import sqlite3
+
 import psycopg
 import pytest
 from sqlalchemy import event, text
@@ -33,9 +35,30 @@ async def test_locked_jobs_are_served_from_the_session(engine: JobEngine) -> Non
     with engine.db.session() as session:  # a new transaction holds no lock yet
         before = len(statements)
         locked_job(session, ids[0])
-        assert len(statements) == before + 1
-        if engine.db.engine.dialect.name == "postgresql":  # SQLite has no row locks
+        if engine.db.engine.dialect.name == "postgresql":
+            assert statements[before:] == [statements[-1]]
             assert "FOR UPDATE" in statements[-1]
+        else:  # no row locks: the database's write lock, then the row
+            assert len(statements) == before + 2
+            assert statements[-2].startswith("UPDATE jobs")
+
+
+async def test_sqlite_stays_locked_until_the_transaction_ends(
+    engine: JobEngine, database_url: str
+) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL locks rows, not the whole database")
+    [job_id] = [make_job(engine)]
+    path = database_url.removeprefix("sqlite:///")
+    with engine.db.session() as session:
+        locked_job(session, job_id)
+        other = sqlite3.connect(path, timeout=0.2)
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            other.execute("UPDATE jobs SET polls = polls + 1 WHERE id = ?", (job_id,))
+        other.rollback()
+    other.execute("UPDATE jobs SET polls = polls + 1 WHERE id = ?", (job_id,))  # released
+    other.commit()
+    other.close()
 
 
 async def test_rows_stay_locked_until_the_transaction_ends(
