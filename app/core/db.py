@@ -51,11 +51,10 @@ def database_now(session: Session) -> datetime:
     """The time by which leases are taken and checked: on PostgreSQL the server's clock, the
     same for every process whatever their own clocks say (a worker a minute ahead would see
     every lease as expired); on SQLite, a file on one machine, this machine's."""
-    if session.get_bind().dialect.name == "postgresql":
-        now: datetime | None = session.scalar(select(func.now()))
-        if now is not None:
-            return now.astimezone(UTC)
-    return utcnow()
+    if session.get_bind().dialect.name != "postgresql":
+        return utcnow()
+    now: datetime = session.execute(select(func.now())).scalar_one()
+    return now.astimezone(UTC)
 
 
 def normalize_database_url(url: str) -> str:
