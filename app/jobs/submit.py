@@ -139,11 +139,12 @@ def _prepare(engine: JobEngine, job_ids: list[str]) -> list[_Prepared]:
     with engine.db.session() as session:
         jobs = claim(session, job_ids, lease_s=engine.settings.submit_lease)
         _close_unanswered(session, jobs)
+        now = database_now(session)
         for job in jobs:
             if job.status != JobStatus.PENDING or job.runpod_job_id:
                 release(job, next_check_at=job.next_poll_at)
                 continue
-            remaining = (job.deadline_at - database_now(session)).total_seconds()
+            remaining = (job.deadline_at - now).total_seconds()
             if remaining <= 0:
                 move(
                     session,

@@ -112,12 +112,13 @@ def _apply_readings(
 ) -> None:
     with engine.db.session() as session:
         lock_jobs(session, (job_id for job_id, _ in targets))
+        now = database_now(session)
         for (job_id, runpod_id), reading in zip(targets, readings, strict=True):
             job = locked_job(session, job_id)
             job.polls += 1
             if isinstance(reading, JobState):
                 apply_state(session, job, reading, store=engine.store, source="poll")
-            elif isinstance(reading, NotFoundError) and job.deadline_at <= database_now(session):
+            elif isinstance(reading, NotFoundError) and job.deadline_at <= now:
                 # Its RunPod ttl ends shortly after our deadline (see `deadline_policy`).
                 _time_out(session, job)
             elif isinstance(reading, NotFoundError):
