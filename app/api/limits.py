@@ -57,9 +57,9 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         max_bytes = self.limits.max_bytes_for(scope["path"])
-        declared = _content_length(scope)
+        declared = content_length(scope)
         if declared is not None and declared > max_bytes:
-            await _answer(_too_large(max_bytes), scope, receive, send)
+            await answer_refusal(_too_large(max_bytes), scope, receive, send)
             return
 
         guard = _BodyGuard(receive, max_bytes, self.limits.timeout_s)
@@ -79,7 +79,7 @@ class BodyLimitMiddleware:
             if guard.refusal is None or answered:
                 raise
         if guard.refusal is not None and not answered:
-            await _answer(guard.refusal, scope, receive, send)
+            await answer_refusal(guard.refusal, scope, receive, send)
 
 
 class _BodyGuard:
@@ -107,9 +107,7 @@ class _BodyGuard:
             async with asyncio.timeout_at(self._deadline):
                 message = await self._receive()
         except TimeoutError:
-            self.refusal = RequestTimeout(
-                f"the request body was not received within {self._timeout_s:g} s"
-            )
+            self.refusal = too_slow(self._timeout_s)
             raise _BodyRefused(self.refusal.detail) from None
         if message["type"] != "http.request":
             self._complete = True  # http.disconnect
@@ -123,7 +121,8 @@ class _BodyGuard:
         return message
 
 
-def _content_length(scope: Scope) -> int | None:
+def content_length(scope: Scope) -> int | None:
+    """The request's declared body length; None without a valid `Content-Length`."""
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:
@@ -133,11 +132,16 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+def too_slow(timeout_s: float) -> ApiError:
+    return RequestTimeout(f"the request body was not received within {timeout_s:g} s")
+
+
 def _too_large(max_bytes: int) -> ApiError:
     return PayloadTooLarge(f"the request body is larger than {max_bytes} bytes")
 
 
-async def _answer(error: ApiError, scope: Scope, receive: Receive, send: Send) -> None:
+async def answer_refusal(error: ApiError, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer a refused body; the connection is closed after it."""
     response = problem_response(
         error.status_code,
         error.code,

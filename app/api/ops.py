@@ -47,7 +47,7 @@ from app.api.openapi_docs import json_example
 from app.api.ratelimit import RateLimitHeadersMiddleware
 from app.core.config import Settings
 from app.core.db import Database
-from app.core.metrics import HTTP_LATENCY, HTTP_REQUESTS, observe_runpod_attempt
+from app.core.metrics import observe_http_request, observe_runpod_attempt
 from app.jobs.models import Job
 from app.jobs.status import JobStatus
 from app.runpod import AuthenticationError, RateLimitError, RunPodClient, RunPodError
@@ -72,9 +72,10 @@ class Readiness(BaseModel):
     checks: dict[str, Check]
 
 
-def install_operations(application: FastAPI, settings: Settings) -> None:
+def install_operations(application: FastAPI, settings: Settings) -> BodyLimits:
     """Mount `/readyz` and `/metrics` and the body limits, rate-limit headers and metrics
-    middleware. The order matters: metrics (outermost) see every answer, 413s included."""
+    middleware. The order matters: metrics (outermost) see every answer, 413s included.
+    Returns the body limits, for a middleware added outside these."""
     application.include_router(router)
     limits = BodyLimits(
         max_bytes=settings.max_request_bytes,
@@ -86,6 +87,7 @@ def install_operations(application: FastAPI, settings: Settings) -> None:
     application.add_middleware(BodyLimitMiddleware, limits=limits)
     application.add_middleware(RateLimitHeadersMiddleware)
     application.add_middleware(HttpMetricsMiddleware)
+    return limits
 
 
 # --- Readiness ---------------------------------------------------------------------------
@@ -294,8 +296,7 @@ class HttpMetricsMiddleware:
             self._templates = RouteTemplates(getattr(scope.get("app"), "routes", []))
         route = self._templates.template(scope)
         method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-        HTTP_REQUESTS.labels(route=route, method=method, status=str(status)).inc()
-        HTTP_LATENCY.labels(route=route, method=method).observe(time.perf_counter() - started)
+        observe_http_request(route, method, status, time.perf_counter() - started)
 
 
 class RouteTemplates:
@@ -310,11 +311,15 @@ class RouteTemplates:
     def __init__(self, routes: Sequence[BaseRoute]) -> None:
         templates: dict[int, set[str]] = {}
         self._patterns: list[tuple[re.Pattern[str], str]] = []
+        # Paths without parameters are their own templates: found without a regex each.
+        self._exact: dict[str, str] = {}
         for context in iter_route_contexts(routes):
             path, template = context.path, context.path_format
             if not path or not template:
                 continue
             templates.setdefault(id(context.original_route), set()).add(template)
+            if "{" not in path and not self._match(path):
+                self._exact.setdefault(path, template)
             self._patterns.append((compile_path(path)[0], template))
         # A router included twice gives one route two templates: those are matched instead.
         self._by_route = {key: found.pop() for key, found in templates.items() if len(found) == 1}
@@ -327,7 +332,10 @@ class RouteTemplates:
         root_path: str = scope.get("root_path", "")
         if root_path and path.startswith(root_path):
             path = path[len(root_path) :] or "/"
+        return self._exact.get(path) or self._match(path) or UNMATCHED_ROUTE
+
+    def _match(self, path: str) -> str | None:
         for pattern, template in self._patterns:
             if pattern.match(path):
                 return template
-        return UNMATCHED_ROUTE
+        return None

@@ -33,7 +33,6 @@ from fastapi import Request
 from loguru import logger
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.callers import ANONYMOUS, Caller
@@ -218,6 +217,12 @@ async def enforce_rate_limit(request: Request, caller: CallerDep) -> None:
     await count_request(request.scope, request.app, caller)
 
 
+def rate_limit_headers(scope: Scope) -> dict[str, str] | None:
+    """The headers `count_request` left for this request's answer, if it counted it."""
+    headers: dict[str, str] | None = scope.get(_SCOPE_KEY)
+    return headers
+
+
 class RateLimitHeadersMiddleware:
     """Adds the headers `enforce_rate_limit` left in the scope to whatever answer is sent."""
 
@@ -231,11 +236,24 @@ class RateLimitHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                values: dict[str, str] | None = scope.get(_SCOPE_KEY)
+                values = rate_limit_headers(scope)
                 if values:
-                    headers = MutableHeaders(scope=message)
-                    for name, value in values.items():
-                        headers[name] = value
+                    added = [
+                        (name.lower().encode(), value.encode()) for name, value in values.items()
+                    ]
+                    replaced = {name for name, _ in added}
+                    kept = [pair for pair in message.get("headers", ()) if pair[0] not in replaced]
+                    message["headers"] = kept + added
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def _set_headers(message: Message, values: dict[str, str]) -> None:
+    """Set `values` on a response start message, replacing headers of the same names."""
+    added = [
+        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in values.items()
+    ]
+    names = {name for name, _ in added}
+    kept = [pair for pair in message.get("headers", ()) if pair[0].lower() not in names]
+    message["headers"] = kept + added

@@ -37,6 +37,22 @@ HTTP_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 
+# The labelled series by (route, method, status): finite, as routes are templates.
+_HTTP_SERIES: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+
+def observe_http_request(route: str, method: str, status: int, seconds: float) -> None:
+    """Count one answered request and its duration; `route` is a template, never a raw path."""
+    series = _HTTP_SERIES.get((route, method, status))
+    if series is None:
+        series = _HTTP_SERIES[route, method, status] = (
+            HTTP_REQUESTS.labels(route=route, method=method, status=str(status)),
+            HTTP_LATENCY.labels(route=route, method=method),
+        )
+    series[0].inc()
+    series[1].observe(seconds)
+
+
 RUNPOD_LATENCY = Histogram(
     "podrelay_runpod_request_duration_seconds",
     "Duration of one HTTP exchange with RunPod (each retry counts), by operation.",
