@@ -27,6 +27,8 @@ async def lifespan(application: FastAPI) -> AsyncIterator[None]:
     application.state.engine = engine
     application.state.rate_limiter = rate_limiter_from_settings(engine.settings)
     yield
+    if intake := getattr(application.state, "intake", None):
+        await intake.aclose()
     await application.state.rate_limiter.aclose()
     await engine.aclose()
     await close_client()
@@ -56,9 +58,9 @@ def create_app() -> FastAPI:
     )
     application.include_router(webhooks.router)
     application.include_router(playground.router)
-    # Innermost, so body limits, rate-limit headers and metrics see its answers too.
-    application.add_middleware(FastGenerate)
-    ops.install_operations(application, settings)  # /readyz, /metrics, body limits
+    limits = ops.install_operations(application, settings)  # /readyz, /metrics, body limits
+    # Outside those middlewares: it does itself what they would for the requests it serves.
+    application.add_middleware(FastGenerate, limits=limits)
 
     @application.get(
         "/healthz",

@@ -50,3 +50,12 @@ def authenticate(session: Session, plaintext: str) -> ApiKey | None:
     if key is None or key.revoked_at is not None:
         return None
     return key
+
+
+def live_key_ids(session: Session, key_ids: set[str | None]) -> set[str]:
+    """Those of `key_ids` that belong to existing, unrevoked keys."""
+    wanted = {key_id for key_id in key_ids if key_id is not None}
+    if not wanted:
+        return set()
+    query = select(ApiKey.id).where(ApiKey.id.in_(wanted), ApiKey.revoked_at.is_(None))
+    return set(session.scalars(query))

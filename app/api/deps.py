@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from app.api.callers import Caller, anonymous_caller
 from app.api.errors import Forbidden, Unauthorized
-from app.api.intake import Intake, intake_of
+from app.api.intake import Intake, intake_of, invalid_api_key
 from app.jobs.engine import JobEngine
 
 
@@ -61,7 +61,7 @@ async def get_current_user_optional(
         return None
     caller = await intake.caller(plaintext)
     if caller is None:
-        raise Unauthorized("the API key is not valid or was revoked", code="invalid_api_key")
+        raise invalid_api_key()
     return caller
 
 

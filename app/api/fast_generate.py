@@ -1,20 +1,26 @@
 """`POST /api/v1/runpod/generate` in its common form, without FastAPI's per-request machinery.
 
 Most submissions are one JSON prompt with an API key and nothing else. For them, routing,
-dependency injection and the response model's second validation cost more CPU than recording
-the job (see `bench/submit.py`), so this ASGI layer, just outside the router, serves them
-itself with the very functions the route uses: `GenerateRequest`, the intake, the rate limiter,
-`check_options`, and the application's exception handlers for every error.
+dependency injection, the response model's second validation and our three middlewares cost
+more CPU than recording the job (see `bench/submit.py`), so this ASGI layer, outside all of them
+(only FastAPI's own error and telemetry layers are outside it), serves them itself with the very
+functions those use: `GenerateRequest`, the intake, the rate limiter, `check_options`, the
+application's exception handlers for every error, the body limits (`app.api.limits`), the
+rate-limit headers and the request metrics.
 
-Everything else goes on to the route in `app.api.endpoints.runpod_endpoints`, which stays the
-reference and the documented operation: requests with `Idempotency-Key`, `Prefer` or a
-`webhook_url`, anonymous ones, and those with an invalid body or an unknown key, so these
-refusals are the route's own answers (nothing was counted or recorded before the hand-over).
+Everything else goes on through the middlewares to the route in
+`app.api.endpoints.runpod_endpoints`, which stays the reference and the documented operation:
+requests with `Idempotency-Key`, `Prefer` or a `webhook_url`, anonymous ones, those without a
+`Content-Length` or over the body limit, and those with an invalid body or an unknown key, so
+these refusals are the route's own answers (nothing was counted or recorded before the
+hand-over).
 Errors past that point (rate limit, options, capacity, an unreachable ledger) are answered by
 the application's exception handlers, as they are for the route.
 """
 
+import asyncio
 import inspect
+import time
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
@@ -25,10 +31,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.deps import presented_key
 from app.api.errors import ApiError
 from app.api.intake import NewJob, intake_of
-from app.api.ratelimit import count_request
+from app.api.limits import BodyLimits, answer_refusal, content_length, too_slow
+from app.api.ratelimit import count_request, rate_limit_headers
 from app.api.schemas import GenerateRequest, JobOut
 from app.api.submissions import check_options
 from app.api.views import API_PREFIX
+from app.core.metrics import observe_http_request
 
 PATH = f"{API_PREFIX}/generate"
 _HANDED_OVER = (b"idempotency-key", b"prefer")
@@ -39,22 +47,35 @@ _JOB_JSON = JobOut.__pydantic_serializer__
 class FastGenerate:
     """ASGI middleware: serves plain keyed `POST /generate` requests, passes on the rest."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, limits: BodyLimits) -> None:
         self.app = app
+        self.max_bytes = limits.max_bytes_for(PATH)
+        self.body_timeout_s = limits.timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         key = _plain_submission_key(scope)
-        if key is None:
+        declared = content_length(scope) if key is not None else None
+        if key is None or declared is None or declared > self.max_bytes:
             await self.app(scope, receive, send)
             return
-        body = await _read_body(receive)
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                body = await _read_body(receive)
+        except TimeoutError:
+            await answer_refusal(too_slow(self.body_timeout_s), scope, receive, send)
+            observe_http_request(PATH, "POST", 408, time.perf_counter() - started)
+            return
         if body is None:
             return  # the client went away
         answer = await _submit(scope, key, body)
         if answer is None:
             await self.app(scope, _replay(body, receive), send)
-        else:
-            await answer(scope, receive, send)
+            return
+        if headers := rate_limit_headers(scope):
+            answer.headers.update(headers)
+        await answer(scope, receive, send)
+        observe_http_request(PATH, "POST", answer.status_code, time.perf_counter() - started)
 
 
 def _plain_submission_key(scope: Scope) -> str | None:
@@ -88,7 +109,7 @@ async def _submit(scope: Scope, key: str, body: bytes) -> Response | None:
     application: FastAPI = scope["app"]
     intake = intake_of(application)
     try:
-        caller = await intake.caller(key)
+        caller = await intake.recent_caller(key)
         if caller is None:
             return None
         await count_request(scope, application, caller)

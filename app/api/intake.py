@@ -1,8 +1,13 @@
 """The API's hot path to the ledger: API key lookups and new jobs, grouped into shared
 transactions (`app.core.batching`), so a busy API process spends one connection checkout,
 one commit and one broker message on many requests instead of on each.
+
+On PostgreSQL a group of new jobs is one statement from the event loop (`app.jobs.bulk_record`);
+on SQLite it is a transaction in a worker thread.
 """
 
+import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,20 +17,32 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.accounts.models import ApiKey
-from app.accounts.service import hash_key
+from app.accounts.service import hash_key, live_key_ids
 from app.api.callers import Caller, key_caller
-from app.api.errors import ApiError, Conflict, NotFound
+from app.api.errors import ApiError, Conflict, NotFound, Unauthorized
 from app.api.schemas import GenerateRequest, JobOut, WebhookReceipt
-from app.api.submissions import active_job_counts, check_capacity, params_of
-from app.api.views import job_out
+from app.api.submissions import (
+    active_job_counts,
+    active_jobs_query,
+    capacity_refusals,
+    params_of,
+)
+from app.api.views import job_out, recorded_job_out
 from app.core.batching import GroupRunner, in_thread
+from app.core.db import asyncio_engine
 from app.jobs import service
+from app.jobs.bulk_record import NewJobRecord, record_new_jobs
 from app.jobs.engine import JobEngine
 from app.jobs.models import Job, JobImage
 from app.jobs.webhooks import WebhookOutcome, WebhookRejected, receive_runpod_webhooks
 from app.tasks.runpod_tasks import cancel_runpod_job_task, store_images_task, submit_jobs_task
 
 _REJECTIONS: dict[int, type[ApiError]] = {404: NotFound, 409: Conflict}
+# How long a key looked up for a submission is trusted for its limits (see `recent_caller`).
+KNOWN_KEY_S = 30.0
+# The most jobs handed to the workers in one message, and how often one is sent under load.
+MESSAGE_JOBS = 500
+SEND_EVERY_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -52,13 +69,48 @@ def enqueue_submissions(job_ids: list[str]) -> None:
         logger.warning("could not enqueue {} jobs now, the tracker will: {}", len(job_ids), error)
 
 
+class SubmissionQueue:
+    """Hands committed jobs to the workers from the background: a 202 does not wait for the
+    broker. The first job after a quiet spell goes at once; while jobs keep coming, those
+    committed within `SEND_EVERY_S` share one message. The jobs are in the ledger before they
+    are queued here, so a message lost with the process loses no job (the tracker sends it)."""
+
+    def __init__(self) -> None:
+        self._job_ids: list[str] = []
+        self._sending: asyncio.Task[None] | None = None
+
+    def put(self, job_ids: list[str]) -> None:
+        self._job_ids.extend(job_ids)
+        if self._sending is None or self._sending.done():
+            self._sending = asyncio.get_running_loop().create_task(self._send())
+
+    async def _send(self) -> None:
+        while self._job_ids:
+            sent_at = time.monotonic()
+            job_ids = self._job_ids[:MESSAGE_JOBS]
+            del self._job_ids[:MESSAGE_JOBS]
+            await asyncio.to_thread(enqueue_submissions, job_ids)
+            if self._job_ids:
+                await asyncio.sleep(SEND_EVERY_S - (time.monotonic() - sent_at))
+
+    async def aclose(self) -> None:
+        if self._sending is not None:
+            await self._sending
+
+
 class Intake:
     """Per API process: groups concurrent key lookups, and concurrent new jobs."""
 
     def __init__(self, engine: JobEngine) -> None:
         self._engine = engine
         self._keys: GroupRunner[str, Caller | None] = GroupRunner(in_thread(self._find_callers))
-        self._jobs: GroupRunner[NewJob, JobOut] = GroupRunner(in_thread(self._accept))
+        self._known_keys: dict[str, tuple[Caller, float]] = {}
+        # PostgreSQL: new jobs are recorded from the event loop (`app.jobs.bulk_record`).
+        self._ledger = asyncio_engine(engine.db.url)
+        self._jobs: GroupRunner[NewJob, JobOut] = GroupRunner(
+            in_thread(self._accept) if self._ledger is None else self._record
+        )
+        self._submissions = SubmissionQueue()
         self._webhooks: GroupRunner[RunPodDelivery, WebhookReceipt] = GroupRunner(
             in_thread(self._receive_webhooks)
         )
@@ -67,13 +119,65 @@ class Intake:
         """The caller of a live API key; None for an unknown or revoked one."""
         return await self._keys.run(hash_key(plaintext_key))
 
+    async def recent_caller(self, plaintext_key: str) -> Caller | None:
+        """`caller` as it was up to `KNOWN_KEY_S` ago, for a request that only goes on to
+        `accept`: that records no job for a key revoked meanwhile (limits may lag that long)."""
+        key_hash = hash_key(plaintext_key)
+        known = self._known_keys.get(key_hash)
+        if known is not None and known[1] > time.monotonic():
+            return known[0]
+        caller = await self._keys.run(key_hash)
+        if caller is None:
+            self._known_keys.pop(key_hash, None)
+        else:
+            self._known_keys[key_hash] = (caller, time.monotonic() + KNOWN_KEY_S)
+        return caller
+
     async def accept(self, new_job: NewJob) -> JobOut:
-        """Record the job durably, then enqueue its submission; returns the 202 resource."""
-        return await self._jobs.run(new_job)
+        """Record the job durably, then queue its submission; returns the 202 resource.
+        A caller whose API key was revoked meanwhile gets `invalid_api_key` (401)."""
+        view = await self._jobs.run(new_job)
+        self._submissions.put([view.id])
+        return view
 
     async def runpod_webhook(self, delivery: RunPodDelivery) -> WebhookReceipt:
         """Apply a RunPod job webhook to the ledger, then enqueue what it calls for."""
         return await self._webhooks.run(delivery)
+
+    async def aclose(self) -> None:
+        """Send the submissions still queued, and close the ledger connections."""
+        await self._submissions.aclose()
+        if self._ledger is not None:
+            await self._ledger.dispose()
+
+    async def _record(self, requests: list[NewJob]) -> list[JobOut | Exception]:
+        assert self._ledger is not None
+        callers = [request.caller for request in requests]
+        records = [_record_of(request) for request in requests]
+        async with self._ledger.connect() as connection:
+            query = active_jobs_query(callers)
+            active = {} if query is None else dict((await connection.execute(query)).tuples().all())
+            refusals = capacity_refusals(callers, active)
+            accepted = [
+                record for record, refusal in zip(records, refusals, strict=True) if not refusal
+            ]
+            recorded = await record_new_jobs(connection, accepted) if accepted else {}
+        self._forget_keys({record.key_id for record in accepted if record.id not in recorded})
+        outcomes: list[JobOut | Exception] = []
+        for record, refusal in zip(records, refusals, strict=True):
+            if refusal is not None:
+                outcomes.append(refusal)
+            elif record.id in recorded:
+                outcomes.append(recorded_job_out(record, recorded[record.id]))
+            else:
+                outcomes.append(invalid_api_key())
+        return outcomes
+
+    def _forget_keys(self, revoked_key_ids: set[str | None]) -> None:
+        if revoked_key_ids:
+            for key_hash, (caller, _) in list(self._known_keys.items()):
+                if caller.key_id in revoked_key_ids:
+                    del self._known_keys[key_hash]
 
     def _find_callers(self, key_hashes: list[str]) -> list[Caller | None]:
         settings = self._engine.settings
@@ -83,31 +187,22 @@ class Intake:
         return [live.get(key_hash) for key_hash in key_hashes]
 
     def _accept(self, requests: list[NewJob]) -> list[JobOut | Exception]:
-        outcomes: list[Job | Exception] = []
+        callers = [request.caller for request in requests]
         with self._engine.db.session() as session:
-            active = active_job_counts(session, [request.caller for request in requests])
-            for request in requests:
-                owner, body = request.caller.owner, request.body
-                try:
-                    check_capacity(request.caller, active, 1)
-                except ApiError as error:
-                    outcomes.append(error)
-                    continue
-                if owner in active:
-                    active[owner] += 1
-                job = service.new_job(
-                    owner=owner,
-                    prompt=body.prompt,
-                    negative_prompt=body.negative_prompt,
-                    params=params_of(body),
-                    timeout_s=request.timeout_s,
-                    webhook_url=str(body.webhook_url) if body.webhook_url else None,
-                )
-                outcomes.append(job)
+            refusals = capacity_refusals(callers, active_job_counts(session, callers))
+            live = live_key_ids(session, {caller.key_id for caller in callers})
+            outcomes: list[Job | Exception] = []
+            for request, refusal in zip(requests, refusals, strict=True):
+                if refusal is not None:
+                    outcomes.append(refusal)
+                elif request.caller.key_id is not None and request.caller.key_id not in live:
+                    outcomes.append(invalid_api_key())
+                else:
+                    outcomes.append(_new_job(request))
             accepted = [job for job in outcomes if isinstance(job, Job)]
             if accepted:
                 service.insert_jobs(session, accepted)
-        enqueue_submissions([job.id for job in accepted])
+        self._forget_keys({caller.key_id for caller in callers if caller.key_id not in live})
         price = self._engine.settings.gpu_price_per_second
         return [
             job_out(job, price_per_second=price, fresh=True) if isinstance(job, Job) else job
@@ -152,6 +247,36 @@ class Intake:
         except Exception as error:  # noqa: BLE001 - handed to this delivery's caller
             return error
         return receipt
+
+
+def invalid_api_key() -> Unauthorized:
+    return Unauthorized("the API key is not valid or was revoked", code="invalid_api_key")
+
+
+def _new_job(request: NewJob) -> Job:
+    body = request.body
+    return service.new_job(
+        owner=request.caller.owner,
+        prompt=body.prompt,
+        negative_prompt=body.negative_prompt,
+        params=params_of(body),
+        timeout_s=request.timeout_s,
+        webhook_url=str(body.webhook_url) if body.webhook_url else None,
+    )
+
+
+def _record_of(request: NewJob) -> NewJobRecord:
+    body = request.body
+    return NewJobRecord(
+        id=service.new_id("job"),
+        owner=request.caller.owner,
+        key_id=request.caller.key_id,
+        prompt=body.prompt,
+        negative_prompt=body.negative_prompt,
+        params=params_of(body).model_dump(mode="json"),
+        timeout_s=request.timeout_s,
+        webhook_url=str(body.webhook_url) if body.webhook_url else None,
+    )
 
 
 def _as_problem(outcome: WebhookOutcome | WebhookRejected) -> WebhookOutcome | ApiError:

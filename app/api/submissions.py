@@ -6,7 +6,7 @@ submission only after they return, that is after the commit.
 
 from typing import Any
 
-from sqlalchemy import func, literal, select, union_all
+from sqlalchemy import CompoundSelect, Select, func, literal, select, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -99,14 +99,14 @@ def check_options(settings: Settings, body: GenerationOptions) -> float:
     return timeout
 
 
-def active_job_counts(session: Session, callers: list[Caller]) -> dict[str, int]:
-    """How many unfinished jobs each capped caller's owner has, in one query.
+def active_jobs_query(callers: list[Caller]) -> Select[str, int] | CompoundSelect[str, int] | None:
+    """(owner, unfinished jobs) of each capped caller's owner, in one query; None if none is.
 
     Each count stops one past the caller's cap, which is all a refusal needs, so its cost is
     bounded by the cap (an index range on owner and status), not by the owner's backlog."""
     caps = {caller.owner: caller.max_concurrent_jobs for caller in callers if caller.capped}
     if not caps:
-        return {}
+        return None
     active = [status.value for status in ACTIVE]
     counts = [
         select(literal(owner).label("owner"), func.count().label("active")).select_from(
@@ -117,8 +117,13 @@ def active_job_counts(session: Session, callers: list[Caller]) -> dict[str, int]
         )
         for owner, cap in caps.items()
     ]
-    query = counts[0] if len(counts) == 1 else union_all(*counts)
-    return dict.fromkeys(caps, 0) | dict(session.execute(query).tuples().all())
+    return counts[0] if len(counts) == 1 else union_all(*counts)
+
+
+def active_job_counts(session: Session, callers: list[Caller]) -> dict[str, int]:
+    """How many unfinished jobs each capped caller's owner has (see `active_jobs_query`)."""
+    query = active_jobs_query(callers)
+    return {} if query is None else dict(session.execute(query).tuples().all())
 
 
 def check_capacity(caller: Caller, active: dict[str, int], new_jobs: int) -> None:
@@ -129,6 +134,22 @@ def check_capacity(caller: Caller, active: dict[str, int], new_jobs: int) -> Non
             code="too_many_active_jobs",
             retry_after=5,
         )
+
+
+def capacity_refusals(callers: list[Caller], active: dict[str, int]) -> list[ApiError | None]:
+    """For one new job per caller, in order: its refusal past the caller's cap, or None. The
+    jobs let through count in `active` for those after them."""
+    refusals: list[ApiError | None] = []
+    for caller in callers:
+        try:
+            check_capacity(caller, active, 1)
+        except ApiError as error:
+            refusals.append(error)
+            continue
+        if caller.owner in active:
+            active[caller.owner] += 1
+        refusals.append(None)
+    return refusals
 
 
 def _check_request(

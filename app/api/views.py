@@ -16,6 +16,7 @@ from app.api.schemas import (
     WebhookAttemptOut,
     WebhookDeliveryOut,
 )
+from app.jobs.bulk_record import NewJobRecord, RecordedTimes
 from app.jobs.models import Batch, Job, JobImage
 from app.jobs.status import JobStatus
 from app.notify.models import WebhookDelivery
@@ -122,13 +123,49 @@ def job_out(
         images=[] if fresh else [image_out(image) for image in job.images],
         webhook_url=job.webhook_url,
         webhook_deliveries=[] if fresh else _webhook_deliveries(job),
-        links=LinksOut(
-            status=f"{API_PREFIX}/status/{job.id}",
-            events=f"{API_PREFIX}/jobs/{job.id}/events",
-            cancel=f"{API_PREFIX}/cancel/{job.id}",
-        ),
+        links=LinksOut(**job_link_paths(job.id)),
         replayed=replayed,
     )
+
+
+def recorded_job_out(record: NewJobRecord, times: RecordedTimes) -> JobOut:
+    """A job `record_new_jobs` has just recorded: pending, nothing run or spent yet."""
+    # Validated from plain values in one go: a third cheaper than building the parts as models.
+    return JobOut.model_validate(
+        {
+            "id": record.id,
+            "status": JobStatus.PENDING,
+            "batch_id": None,
+            "prompt": record.prompt,
+            "negative_prompt": record.negative_prompt,
+            "params": record.params,
+            "queue_position": None,
+            "attempts": 0,
+            "error": None,
+            "timings": {
+                "created_at": times.created_at,
+                "submitted_at": None,
+                "started_at": None,
+                "finished_at": None,
+                "deadline_at": times.deadline_at,
+                "delay_ms": None,
+                "execution_ms": None,
+            },
+            "cost": {"gpu_seconds": None, "estimated_usd": None},
+            "images": [],
+            "webhook_url": record.webhook_url,
+            "links": job_link_paths(record.id),
+        }
+    )
+
+
+def job_link_paths(job_id: str) -> dict[str, str]:
+    """The `links` of a job resource."""
+    return {
+        "status": f"{API_PREFIX}/status/{job_id}",
+        "events": f"{API_PREFIX}/jobs/{job_id}/events",
+        "cancel": f"{API_PREFIX}/cancel/{job_id}",
+    }
 
 
 def batch_out(batch: Batch, *, price_per_second: float, replayed: bool = False) -> BatchOut:

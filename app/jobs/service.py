@@ -18,6 +18,8 @@ from app.services.generation_defaults import GenerationParams
 _LOCKED_KEY = "podrelay.locked_jobs"
 # A submission's outcome until RunPod's answer to its POST /run is recorded.
 SENDING = "sending"
+# When the tracker first looks at a new job, to submit it if nothing else has by then.
+FIRST_CHECK_IN_S = 10.0
 
 
 def new_id(prefix: str) -> str:
@@ -46,7 +48,7 @@ def new_job(
     batch_index: int | None = None,
     celery_task_id: str | None = None,
     webhook_url: str | None = None,
-    first_check_in: float = 10.0,
+    first_check_in: float = FIRST_CHECK_IN_S,
 ) -> Job:
     """An accepted job, not yet in any session. `first_check_in` is when the tracker submits
     it if nothing did."""

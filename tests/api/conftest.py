@@ -3,7 +3,7 @@
 Starlette's TestClient is not used: it warns (an error here) about its httpx dependency.
 """
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.core.config import get_settings
+from app.devstack import temporary_postgres_database
 from app.jobs.engine import JobEngine
 from app.simulator.server import SimulatorServer
 
@@ -76,3 +77,14 @@ async def api_strict(api_factory: ApiFactory) -> AsyncIterator[RunningApi]:
     """Production defaults: keys required, private webhook URLs refused, 2 active jobs per key."""
     async with api_factory(ENVIRONMENT="production", MAX_CONCURRENT_JOBS="2") as running:
         yield running
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """Settings for the ledger, for `api_factory`: its SQLite file, or a fresh PostgreSQL
+    database."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    with temporary_postgres_database("podrelay_api") as url:
+        yield {"DATABASE_URL": url}

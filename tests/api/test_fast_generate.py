@@ -1,15 +1,21 @@
 """Plain keyed submissions are served by `app.api.fast_generate`, everything else by the route,
 and a client cannot tell them apart: same status, headers, body shape and errors."""
 
+import asyncio
+from collections import Counter
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from app.accounts.service import revoke_key
 from app.api.deps import get_engine
 from app.jobs.engine import JobEngine
+from app.jobs.models import Job
 from tests.api.conftest import ApiFactory, RunningApi
 from tests.api.test_endpoints import API, new_key
+from tests.api.test_limits_ops import chunks, sample
 
 GENERATE = f"{API}/generate"
 # Fields that differ between two jobs made from one request.
@@ -34,8 +40,10 @@ def _same_job(fast: dict[str, Any], routed: dict[str, Any]) -> None:
     assert fast["timings"].keys() == routed["timings"].keys()
 
 
-async def test_a_plain_submission_answers_as_the_route_does(api_factory: ApiFactory) -> None:
-    async with api_factory(ENVIRONMENT="production") as api:
+async def test_a_plain_submission_answers_as_the_route_does(
+    api_factory: ApiFactory, ledger_env: dict[str, str]
+) -> None:
+    async with api_factory(ENVIRONMENT="production", **ledger_env) as api:
         headers = new_key(api, "fast")
         body = {"prompt": "a lighthouse ✓", "width": 512, "height": 768, "seed": 7}
         routed = await api.client.post(GENERATE, json=body, headers={**headers, "Prefer": "x"})
@@ -94,9 +102,11 @@ async def test_refusals_are_the_routes(
         assert answers[0].json() == answers[1].json()
 
 
-async def test_keys_limits_and_caps_hold(api_factory: ApiFactory) -> None:
+async def test_keys_limits_and_caps_hold(
+    api_factory: ApiFactory, ledger_env: dict[str, str]
+) -> None:
     async with api_factory(
-        ENVIRONMENT="production", REQUESTS_PER_MINUTE="3", MAX_CONCURRENT_JOBS="1"
+        ENVIRONMENT="production", REQUESTS_PER_MINUTE="3", MAX_CONCURRENT_JOBS="1", **ledger_env
     ) as api:
         headers = new_key(api, "fast")
         wrong = await api.client.post(
@@ -116,6 +126,59 @@ async def test_keys_limits_and_caps_hold(api_factory: ApiFactory) -> None:
             GENERATE, json={"prompt": "p", "timeout": 10**6}, headers=new_key(api, "other")
         )
         assert (timeout.status_code, timeout.json()["code"]) == (400, "timeout_too_long")
+
+
+async def test_a_key_revoked_after_use_is_refused_at_once(
+    api_factory: ApiFactory, ledger_env: dict[str, str]
+) -> None:
+    """This layer remembers keys for a while; the ledger write still checks each one."""
+    async with api_factory(ENVIRONMENT="production", **ledger_env) as api:
+        headers, other = new_key(api, "revoked"), new_key(api, "kept")
+        for key in (headers, other):
+            first = await api.client.post(GENERATE, json={"prompt": "p"}, headers=key)
+            assert first.status_code == 202, first.text
+        with api.engine.db.session() as session:
+            revoke_key(session, headers["X-Key-Id"])
+        answers = await asyncio.gather(
+            *(
+                api.client.post(GENERATE, json={"prompt": "p"}, headers=key)
+                for key in (headers, other, headers)
+            )
+        )
+        assert [answer.status_code for answer in answers] == [401, 202, 401]
+        assert {answer.json()["code"] for answer in answers[::2]} == {"invalid_api_key"}
+        with api.engine.db.session() as session:
+            owners = Counter(session.scalars(select(Job.owner)))
+        assert owners == {headers["X-Key-Id"]: 1, other["X-Key-Id"]: 2}
+
+
+async def test_its_answers_are_counted_and_a_trickled_body_is_cut_off(
+    api_factory: ApiFactory,
+) -> None:
+    """It serves from outside the metrics and body-limit middlewares, so it does their part."""
+    async with api_factory(ENVIRONMENT="production", REQUEST_BODY_TIMEOUT="0.3") as api:
+        headers = {**new_key(api, "fast"), "Content-Type": "application/json"}
+        _route_unusable(api)
+        counted = {status: _requests_answered(status) for status in ("202", "408")}
+        accepted = await api.client.post(GENERATE, json={"prompt": "p"}, headers=headers)
+        assert accepted.status_code == 202
+        trickled = await api.client.post(
+            GENERATE,
+            content=chunks(100, 1, pause=0.05),  # would take 5 s
+            headers={**headers, "Content-Length": "100"},
+        )
+        assert trickled.status_code == 408
+        assert trickled.json()["code"] == "request_timeout"
+        assert trickled.headers["connection"] == "close"
+        assert {status: _requests_answered(status) - counted[status] for status in counted} == {
+            "202": 1,
+            "408": 1,
+        }
+
+
+def _requests_answered(status: str) -> float:
+    labels = {"route": GENERATE, "method": "POST", "status": status}
+    return sample("podrelay_http_requests_total", labels)
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/jsonx"])

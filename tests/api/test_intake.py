@@ -11,8 +11,10 @@ from tests.api.conftest import ApiFactory
 from tests.api.test_endpoints import API, new_key
 
 
-async def test_concurrent_requests_keep_each_callers_cap(api_factory: ApiFactory) -> None:
-    async with api_factory(ENVIRONMENT="production", MAX_CONCURRENT_JOBS="5") as api:
+async def test_concurrent_requests_keep_each_callers_cap(
+    api_factory: ApiFactory, ledger_env: dict[str, str]
+) -> None:
+    async with api_factory(ENVIRONMENT="production", MAX_CONCURRENT_JOBS="5", **ledger_env) as api:
         first, second = new_key(api, "first"), new_key(api, "second")
         requests = [(first, f"a{n}") for n in range(8)] + [(second, f"b{n}") for n in range(3)]
         answers = await asyncio.gather(
@@ -54,8 +56,8 @@ async def test_concurrent_requests_keep_each_callers_cap(api_factory: ApiFactory
             assert status.json()["status"] == job["status"] == "pending"
 
 
-async def test_a_cap_of_zero_is_no_cap(api_factory: ApiFactory) -> None:
-    async with api_factory(ENVIRONMENT="production", MAX_CONCURRENT_JOBS="0") as api:
+async def test_a_cap_of_zero_is_no_cap(api_factory: ApiFactory, ledger_env: dict[str, str]) -> None:
+    async with api_factory(ENVIRONMENT="production", MAX_CONCURRENT_JOBS="0", **ledger_env) as api:
         headers = new_key(api, "uncapped")
         answers = await asyncio.gather(
             *(

@@ -24,7 +24,7 @@ that owns the app and its lifespan, where the test itself waits.
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,6 @@ from schemathesis.specs.openapi.checks import (
 from app.api.endpoints import history
 from app.api.errors import PROBLEM_JSON
 from app.api.schemas import NO_NUL
-from app.devstack import temporary_postgres_database
 from app.jobs.models import Submission
 from app.jobs.submit import submit_job
 from app.jobs.tracking import tick
@@ -75,16 +74,6 @@ Operation = APIOperation[Any, Any, Any, Any]
 AnyCase = Case[Any]
 Pinned = dict[str, str] | None
 Send = Callable[[AnyCase], httpx.Response]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def ledger_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    """Settings for the ledger: the fixture's SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        yield {}
-        return
-    with temporary_postgres_database("podrelay_fuzz") as url:
-        yield {"DATABASE_URL": url}
 
 
 @pytest.fixture
