@@ -7,11 +7,12 @@ from fastapi import Depends, FastAPI
 
 from app import __version__
 from app.api import examples, ops, webhooks
+from app.api.deps import enforce_rate_limit
 from app.api.endpoints import runpod_endpoints
 from app.api.errors import install_error_handlers, problem_responses
 from app.api.fast_generate import FastGenerate
 from app.api.openapi_docs import json_example, keep_example_nulls
-from app.api.ratelimit import enforce_rate_limit, rate_limiter_from_settings
+from app.api.ratelimit import rate_limiter_from_settings
 from app.core.config import settings_or_exit
 from app.core.logging import configure_logging, redact_access_logs
 from app.core.migrate import upgrade_database

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from app.api.callers import Caller, anonymous_caller
 from app.api.errors import Forbidden, Unauthorized
 from app.api.intake import Intake, intake_of, invalid_api_key
+from app.api.ratelimit import count_request
 from app.jobs.engine import JobEngine
 
 
@@ -85,3 +86,8 @@ async def require_admin(caller: CallerDep) -> Caller:
 
 
 AdminDep = Annotated[Caller, Depends(require_admin)]
+
+
+async def enforce_rate_limit(request: Request, caller: CallerDep) -> None:
+    """Router dependency: count the request against the caller's budget, or answer 429."""
+    await count_request(request.scope, request.app, caller)

@@ -6,7 +6,8 @@ more CPU than recording the job (see `bench/submit.py`), so this ASGI layer, out
 (only FastAPI's own error and telemetry layers are outside it), serves them itself with the very
 functions those use: `GenerateRequest`, the intake, the rate limiter, `check_options`, the
 application's exception handlers for every error, the body limits (`app.api.limits`), the
-rate-limit headers and the request metrics.
+rate-limit headers and the request metrics. Its rate-limit count and its job share one group
+(`Intake.accept_counted`): one wait per request, and groups twice the size.
 
 Everything else goes on through the middlewares to the route in
 `app.api.endpoints.runpod_endpoints`, which stays the reference and the documented operation:
@@ -28,11 +29,12 @@ from pydantic import ValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.callers import Caller
 from app.api.deps import presented_key
 from app.api.errors import ApiError
-from app.api.intake import NewJob, intake_of
+from app.api.intake import CountedRequest, NewJob, intake_of
 from app.api.limits import BodyLimits, answer_refusal, content_length, too_slow
-from app.api.ratelimit import count_request, rate_limit_headers
+from app.api.ratelimit import caller_key, keep_rate_limit_headers, rate_limit_headers
 from app.api.schemas import GenerateRequest, JobOut
 from app.api.submissions import check_options
 from app.api.views import API_PREFIX
@@ -112,9 +114,11 @@ async def _submit(scope: Scope, key: str, body: bytes) -> Response | None:
         caller = await intake.recent_caller(key)
         if caller is None:
             return None
-        await count_request(scope, application, caller)
-        timeout_s = check_options(application.state.engine.settings, request)
-        view = await intake.accept(NewJob(caller=caller, body=request, timeout_s=timeout_s))
+        counted = await intake.accept_counted(_counted_request(scope, application, caller, request))
+        keep_rate_limit_headers(scope, counted.hit)
+        if isinstance(counted.outcome, Exception):
+            raise counted.outcome
+        view = counted.outcome
     except Exception as error:  # noqa: BLE001 - answered by the application's own handler
         return await _handled(application, scope, error)
     return Response(
@@ -123,6 +127,21 @@ async def _submit(scope: Scope, key: str, body: bytes) -> Response | None:
         media_type="application/json",
         headers={"Location": view.links.status},
     )
+
+
+def _counted_request(
+    scope: Scope, application: FastAPI, caller: Caller, request: GenerateRequest
+) -> CountedRequest:
+    """The request to count and its job; its options' refusal is answered only after the
+    count, as the route answers it after its rate-limit dependency."""
+    job: NewJob | ApiError
+    try:
+        timeout_s = check_options(application.state.engine.settings, request)
+    except ApiError as refusal:
+        job = refusal
+    else:
+        job = NewJob(caller=caller, body=request, timeout_s=timeout_s)
+    return CountedRequest(caller=caller, rate_key=caller_key(scope, caller.owner), job=job)
 
 
 async def _handled(application: FastAPI, scope: Scope, error: Exception) -> Response:

@@ -29,14 +29,12 @@ from threading import Lock
 from typing import Protocol
 
 import redis.asyncio as aioredis
-from fastapi import Request
 from loguru import logger
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.callers import ANONYMOUS, Caller
-from app.api.deps import CallerDep
 from app.api.errors import RateLimited
 from app.core.batching import GroupRunner
 from app.core.config import Settings
@@ -88,6 +86,10 @@ class Hit:
 class RateLimiter(Protocol):
     async def hit(self, caller_key: str, limit: int) -> Hit: ...
 
+    async def hits(self, requests: list[tuple[str, int]]) -> list[Hit]:
+        """`hit` for many (caller key, limit) requests at once, in order."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -113,6 +115,9 @@ class MemoryRateLimiter:
             self._windows[caller_key] = (closes_at, count)
         return Hit(limit=limit, count=count, reset_s=max(1, math.ceil(closes_at - now)))
 
+    async def hits(self, requests: list[tuple[str, int]]) -> list[Hit]:
+        return [await self.hit(caller_key, limit) for caller_key, limit in requests]
+
     def _sweep(self, now: float) -> None:
         self._windows = {key: value for key, value in self._windows.items() if value[0] > now}
         self._next_sweep = now + self._window_s
@@ -137,12 +142,12 @@ class RedisRateLimiter:
         self._window_ms = window_s * 1000
         self._fallback = MemoryRateLimiter(window_s=window_s)
         self._warned_at = -math.inf
-        self._groups: GroupRunner[tuple[str, int], Hit] = GroupRunner(self._count)
+        self._groups: GroupRunner[tuple[str, int], Hit] = GroupRunner(self.hits)
 
     async def hit(self, caller_key: str, limit: int) -> Hit:
         return await self._groups.run((caller_key, limit))
 
-    async def _count(self, requests: list[tuple[str, int]]) -> list[Hit]:
+    async def hits(self, requests: list[tuple[str, int]]) -> list[Hit]:
         positions: dict[str, list[int]] = defaultdict(list)
         for position, (caller_key, _) in enumerate(requests):
             positions[caller_key].append(position)
@@ -183,7 +188,7 @@ def rate_limiter_from_settings(settings: Settings) -> RateLimiter:
     return MemoryRateLimiter()
 
 
-def _limiter(application: Starlette) -> RateLimiter:
+def rate_limiter_of(application: Starlette) -> RateLimiter:
     state = application.state
     limiter: RateLimiter | None = getattr(state, "rate_limiter", None)
     if limiter is None:  # the lifespan normally sets it; an app without one still limits
@@ -200,21 +205,27 @@ def caller_key(scope: Scope, owner: str) -> str:
 
 async def count_request(scope: Scope, application: Starlette, caller: Caller) -> None:
     """Count the request against the caller's budget; raises `RateLimited` past it."""
-    limiter = _limiter(application)
+    limiter = rate_limiter_of(application)
     hit = await limiter.hit(caller_key(scope, caller.owner), caller.requests_per_minute)
-    headers = hit.headers()
-    scope[_SCOPE_KEY] = headers
-    if not hit.allowed:
-        raise RateLimited(
-            f"over {hit.limit} requests per minute; retry in {hit.reset_s} s",
-            retry_after=hit.reset_s,
-            headers={**headers, "Retry-After": str(hit.reset_s)},
-        )
+    keep_rate_limit_headers(scope, hit)
+    if refusal := over_limit(hit):
+        raise refusal
 
 
-async def enforce_rate_limit(request: Request, caller: CallerDep) -> None:
-    """Router dependency: count the request against the caller's budget, or answer 429."""
-    await count_request(request.scope, request.app, caller)
+def keep_rate_limit_headers(scope: Scope, hit: Hit) -> None:
+    """Leave the hit's headers for the request's answer (whatever it is)."""
+    scope[_SCOPE_KEY] = hit.headers()
+
+
+def over_limit(hit: Hit) -> RateLimited | None:
+    """The refusal of a request its count put over the caller's limit."""
+    if hit.allowed:
+        return None
+    return RateLimited(
+        f"over {hit.limit} requests per minute; retry in {hit.reset_s} s",
+        retry_after=hit.reset_s,
+        headers={**hit.headers(), "Retry-After": str(hit.reset_s)},
+    )
 
 
 def rate_limit_headers(scope: Scope) -> dict[str, str] | None:

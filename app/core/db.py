@@ -8,7 +8,6 @@ from typing import Any
 
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, func, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -85,17 +84,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
-
-
-def asyncio_engine(url: str) -> AsyncEngine | None:
-    """An asyncio engine (psycopg's async mode) on the same PostgreSQL database, each statement
-    its own transaction; None for SQLite, whose writes stay in worker threads."""
-    url = normalize_database_url(url)
-    if make_url(url).get_backend_name() != "postgresql":
-        return None
-    return create_async_engine(
-        url, isolation_level="AUTOCOMMIT", pool_pre_ping=True, pool_size=4, max_overflow=4
-    )
 
 
 class Database:

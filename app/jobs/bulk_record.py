@@ -13,8 +13,10 @@ from typing import Any
 
 from pydantic_core import to_json
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from app.core.db import normalize_database_url
 from app.jobs.service import FIRST_CHECK_IN_S
 from app.jobs.status import JobStatus
 
@@ -68,6 +70,17 @@ _COLUMNS = [field.name for field in fields(NewJobRecord)]
 class RecordedTimes:
     created_at: datetime
     deadline_at: datetime
+
+
+def ledger_engine(url: str) -> AsyncEngine | None:
+    """An asyncio engine (psycopg's async mode) on the same PostgreSQL database, each statement
+    its own transaction; None for SQLite, whose writes stay in worker threads."""
+    url = normalize_database_url(url)
+    if make_url(url).get_backend_name() != "postgresql":
+        return None
+    return create_async_engine(
+        url, isolation_level="AUTOCOMMIT", pool_pre_ping=True, pool_size=4, max_overflow=4
+    )
 
 
 async def record_new_jobs(
