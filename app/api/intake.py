@@ -6,13 +6,11 @@ On PostgreSQL a group of new jobs is one statement from the event loop (`app.job
 on SQLite it is a transaction in a worker thread.
 """
 
-import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
-from loguru import logger
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -22,6 +20,7 @@ from app.api.callers import Caller, key_caller
 from app.api.errors import ApiError, Conflict, NotFound, Unauthorized
 from app.api.ratelimit import Hit, RateLimiter, over_limit, rate_limiter_of
 from app.api.schemas import GenerateRequest, JobOut, WebhookReceipt
+from app.api.submission_queue import SubmissionQueue, ledger_engine
 from app.api.submissions import (
     active_job_counts,
     active_jobs_query,
@@ -31,18 +30,15 @@ from app.api.submissions import (
 from app.api.views import job_out, recorded_job_out
 from app.core.batching import GroupCall, GroupRunner, in_thread
 from app.jobs import service
-from app.jobs.bulk_record import NewJobRecord, ledger_engine, record_new_jobs
+from app.jobs.bulk_record import NewJobRecord, record_new_jobs
 from app.jobs.engine import JobEngine
 from app.jobs.models import Job, JobImage
 from app.jobs.webhooks import WebhookOutcome, WebhookRejected, receive_runpod_webhooks
-from app.tasks.runpod_tasks import cancel_runpod_job_task, store_images_task, submit_jobs_task
+from app.tasks.runpod_tasks import cancel_runpod_job_task, store_images_task
 
 _REJECTIONS: dict[int, type[ApiError]] = {404: NotFound, 409: Conflict}
 # How long a key looked up for a submission is trusted for its limits (see `recent_caller`).
 KNOWN_KEY_S = 30.0
-# The most jobs handed to the workers in one message, and how often one is sent under load.
-MESSAGE_JOBS = 500
-SEND_EVERY_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -72,46 +68,6 @@ class CountedRequest:
 class Counted:
     outcome: JobOut | Exception
     hit: Hit
-
-
-def enqueue_submissions(job_ids: list[str]) -> None:
-    """Hand committed jobs to the workers in one message."""
-    if not job_ids:
-        return
-    try:
-        submit_jobs_task.delay(job_ids)
-    except Exception as error:  # noqa: BLE001 - any broker failure is recovered the same way
-        # A lost message is not a lost job: the tracker submits pending jobs that are due.
-        logger.warning("could not enqueue {} jobs now, the tracker will: {}", len(job_ids), error)
-
-
-class SubmissionQueue:
-    """Hands committed jobs to the workers from the background: a 202 does not wait for the
-    broker. The first job after a quiet spell goes at once; while jobs keep coming, those
-    committed within `SEND_EVERY_S` share one message. The jobs are in the ledger before they
-    are queued here, so a message lost with the process loses no job (the tracker sends it)."""
-
-    def __init__(self) -> None:
-        self._job_ids: list[str] = []
-        self._sending: asyncio.Task[None] | None = None
-
-    def put(self, job_ids: list[str]) -> None:
-        self._job_ids.extend(job_ids)
-        if self._sending is None or self._sending.done():
-            self._sending = asyncio.get_running_loop().create_task(self._send())
-
-    async def _send(self) -> None:
-        while self._job_ids:
-            sent_at = time.monotonic()
-            job_ids = self._job_ids[:MESSAGE_JOBS]
-            del self._job_ids[:MESSAGE_JOBS]
-            await asyncio.to_thread(enqueue_submissions, job_ids)
-            if self._job_ids:
-                await asyncio.sleep(SEND_EVERY_S - (time.monotonic() - sent_at))
-
-    async def aclose(self) -> None:
-        if self._sending is not None:
-            await self._sending
 
 
 class Intake:

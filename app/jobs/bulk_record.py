@@ -9,16 +9,16 @@ Timestamps are the database's clock, as leases are (`app.core.db.database_now`).
 
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_json
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from app.core.db import normalize_database_url
 from app.jobs.service import FIRST_CHECK_IN_S
 from app.jobs.status import JobStatus
+
+if TYPE_CHECKING:  # the worker, which has no greenlet, imports this module too
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 # Jobs whose key was revoked meanwhile are left out; their ids are missing from the answer.
 _RECORD = text(
@@ -72,19 +72,8 @@ class RecordedTimes:
     deadline_at: datetime
 
 
-def ledger_engine(url: str) -> AsyncEngine | None:
-    """An asyncio engine (psycopg's async mode) on the same PostgreSQL database, each statement
-    its own transaction; None for SQLite, whose writes stay in worker threads."""
-    url = normalize_database_url(url)
-    if make_url(url).get_backend_name() != "postgresql":
-        return None
-    return create_async_engine(
-        url, isolation_level="AUTOCOMMIT", pool_pre_ping=True, pool_size=4, max_overflow=4
-    )
-
-
 async def record_new_jobs(
-    connection: AsyncConnection, jobs: list[NewJobRecord]
+    connection: "AsyncConnection", jobs: list[NewJobRecord]
 ) -> dict[str, RecordedTimes]:
     """Record `jobs` and their first events; returns the recorded ones by id. A job whose API
     key is no longer live is not recorded (and not in the answer)."""

@@ -15,7 +15,7 @@ from app.api.callers import Caller
 from app.api.deps import CallerDep, EngineDep, IntakeDep, SessionDep, require_admin
 from app.api.endpoints import history
 from app.api.errors import Conflict, NotFound, problem_responses
-from app.api.intake import NewJob, enqueue_submissions
+from app.api.intake import NewJob
 from app.api.openapi_docs import json_example
 from app.api.schemas import (
     BatchOut,
@@ -26,6 +26,7 @@ from app.api.schemas import (
     PathId,
     QueueStatsOut,
 )
+from app.api.submission_queue import enqueue_submissions
 from app.api.submissions import check_options, create_batch, create_generation
 from app.api.views import batch_out, job_out, queue_position
 from app.jobs.cancel import JobAlreadyFinished, cancel_job
