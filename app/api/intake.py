@@ -25,6 +25,7 @@ from app.api.submissions import (
     active_job_counts,
     active_jobs_query,
     capacity_refusals,
+    params_json,
     params_of,
 )
 from app.api.views import job_out, recorded_job_out
@@ -205,7 +206,9 @@ class Intake:
             accepted = [job for job in outcomes if isinstance(job, Job)]
             if accepted:
                 service.insert_jobs(session, accepted)
-        self._forget_keys({caller.key_id for caller in callers if caller.key_id not in live})
+        self._forget_keys(
+            {caller.key_id for caller in callers if caller.key_id not in live} - {None}
+        )
         price = self._engine.settings.gpu_price_per_second
         return [
             job_out(job, price_per_second=price, fresh=True) if isinstance(job, Job) else job
@@ -276,7 +279,7 @@ def _record_of(request: NewJob) -> NewJobRecord:
         key_id=request.caller.key_id,
         prompt=body.prompt,
         negative_prompt=body.negative_prompt,
-        params=params_of(body).model_dump(mode="json"),
+        params=params_json(body),
         timeout_s=request.timeout_s,
         webhook_url=str(body.webhook_url) if body.webhook_url else None,
     )

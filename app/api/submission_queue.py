@@ -13,7 +13,7 @@ from app.tasks.runpod_tasks import submit_jobs_task
 
 # The most jobs handed to the workers in one message, and how often one is sent under load.
 MESSAGE_JOBS = 500
-SEND_EVERY_S = 0.05
+SEND_EVERY_S = 0.1
 
 
 def ledger_engine(url: str) -> AsyncEngine | None:

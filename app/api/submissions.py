@@ -164,6 +164,11 @@ def params_of(body: GenerationOptions) -> GenerationParams:
     return GenerationParams.model_validate(body.model_dump(include=_PARAM_FIELDS))
 
 
+def params_json(body: GenerationOptions) -> dict[str, Any]:
+    """`params_of(body)` as JSON values; the options are params already (a subclass)."""
+    return body.model_dump(mode="json", include=_PARAM_FIELDS)
+
+
 def _new_job(session: Session, engine: JobEngine, caller: Caller, body: GenerateRequest) -> str:
     timeout = _check_request(session, engine, caller, body, 1)
     job = service.new_job(
