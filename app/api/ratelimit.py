@@ -249,12 +249,7 @@ class RateLimitHeadersMiddleware:
             if message["type"] == "http.response.start":
                 values = rate_limit_headers(scope)
                 if values:
-                    added = [
-                        (name.lower().encode(), value.encode()) for name, value in values.items()
-                    ]
-                    replaced = {name for name, _ in added}
-                    kept = [pair for pair in message.get("headers", ()) if pair[0] not in replaced]
-                    message["headers"] = kept + added
+                    _set_headers(message, values)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

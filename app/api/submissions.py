@@ -161,7 +161,7 @@ def _check_request(
 
 
 def params_of(body: GenerationOptions) -> GenerationParams:
-    return GenerationParams.model_validate(body.model_dump(include=_PARAM_FIELDS))
+    return GenerationParams.model_validate(params_json(body))
 
 
 def params_json(body: GenerationOptions) -> dict[str, Any]:
