@@ -26,16 +26,17 @@ class TaskQueue(StrEnum):
     MAINTENANCE = "maintenance"  # reconciliation and connection tests
 
 
-_TASKS = "app.tasks.runpod_tasks"
+TASKS_MODULE = "app.tasks.runpod_tasks"
 TASK_ROUTES = {
-    f"{_TASKS}.generate_image_runpod_task": TaskQueue.HIGH_PRIORITY,
-    f"{_TASKS}.generate_image_batch_task": TaskQueue.HIGH_PRIORITY,
-    f"{_TASKS}.submit_job_task": TaskQueue.HIGH_PRIORITY,
-    f"{_TASKS}.track_jobs": TaskQueue.TRACKING,
-    f"{_TASKS}.store_images_task": TaskQueue.TRACKING,
-    f"{_TASKS}.cancel_runpod_job_task": TaskQueue.TRACKING,
-    f"{_TASKS}.reconcile_jobs": TaskQueue.MAINTENANCE,
-    f"{_TASKS}.test_runpod_connection_task": TaskQueue.MAINTENANCE,
+    f"{TASKS_MODULE}.generate_image_runpod_task": TaskQueue.HIGH_PRIORITY,
+    f"{TASKS_MODULE}.generate_image_batch_task": TaskQueue.HIGH_PRIORITY,
+    f"{TASKS_MODULE}.submit_job_task": TaskQueue.HIGH_PRIORITY,
+    f"{TASKS_MODULE}.submit_jobs_task": TaskQueue.HIGH_PRIORITY,
+    f"{TASKS_MODULE}.track_jobs": TaskQueue.TRACKING,
+    f"{TASKS_MODULE}.store_images_task": TaskQueue.TRACKING,
+    f"{TASKS_MODULE}.cancel_runpod_job_task": TaskQueue.TRACKING,
+    f"{TASKS_MODULE}.reconcile_jobs": TaskQueue.MAINTENANCE,
+    f"{TASKS_MODULE}.test_runpod_connection_task": TaskQueue.MAINTENANCE,
 }
 
 
@@ -72,7 +73,7 @@ def broker_config(settings: Settings) -> dict[str, Any]:
 
 
 def create_celery(settings: Settings) -> Celery:
-    application = Celery("podrelay", include=[_TASKS])
+    application = Celery("podrelay", include=[TASKS_MODULE])
     # The embedded beat keeps its schedule here and dies (the worker does not) without it.
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     application.conf.update(
@@ -92,12 +93,12 @@ def create_celery(settings: Settings) -> Celery:
         beat_schedule_filename=str((settings.data_dir / "celerybeat-schedule").resolve()),
         beat_schedule={
             "track-jobs": {
-                "task": f"{_TASKS}.track_jobs",
+                "task": f"{TASKS_MODULE}.track_jobs",
                 "schedule": settings.poll_sweep_interval,
                 "options": {"expires": max(5.0, settings.poll_sweep_interval * 5)},
             },
             "reconcile-jobs": {
-                "task": f"{_TASKS}.reconcile_jobs",
+                "task": f"{TASKS_MODULE}.reconcile_jobs",
                 "schedule": settings.reconcile_interval,
                 "options": {"expires": settings.reconcile_interval * 2},
             },

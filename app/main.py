@@ -6,17 +6,19 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from app import __version__
+from app.accounts.callers import KeyLookup
+from app.accounts.ratelimit import rate_limiter_from_settings
 from app.api import examples, ops, webhooks
 from app.api.deps import enforce_rate_limit
 from app.api.endpoints import runpod_endpoints
 from app.api.errors import install_error_handlers, problem_responses
-from app.api.fast_generate import FastGenerate
 from app.api.openapi_docs import json_example, keep_example_nulls
-from app.api.ratelimit import rate_limiter_from_settings
 from app.core.config import settings_or_exit
 from app.core.logging import configure_logging, redact_access_logs
 from app.core.migrate import upgrade_database
 from app.jobs.engine import JobEngine
+from app.jobs.intake import Intake
+from app.jobs.webhooks import WebhookReceiver
 from app.playground import router as playground
 from app.services.runpod_client import close_client
 
@@ -25,15 +27,18 @@ from app.services.runpod_client import close_client
 async def lifespan(application: FastAPI) -> AsyncIterator[None]:
     engine = JobEngine.from_settings(settings_or_exit())
     upgrade_database(engine.db)
-    application.state.engine = engine
-    application.state.rate_limiter = rate_limiter_from_settings(engine.settings)
+    state = application.state
+    state.engine = engine
+    state.rate_limiter = rate_limiter_from_settings(engine.settings)
+    state.keys = KeyLookup(engine.settings, engine.db)
+    state.intake = Intake(engine.settings, engine.db)
+    state.webhooks = WebhookReceiver(engine.db, engine.store)
     yield
-    if intake := getattr(application.state, "intake", None):
-        await intake.aclose()
-    await application.state.rate_limiter.aclose()
+    await state.intake.aclose()
+    await state.rate_limiter.aclose()
     await engine.aclose()
     await close_client()
-    engine.db.dispose()
+    await engine.db.adispose()
 
 
 def create_app() -> FastAPI:
@@ -59,9 +64,7 @@ def create_app() -> FastAPI:
     )
     application.include_router(webhooks.router)
     application.include_router(playground.router)
-    limits = ops.install_operations(application, settings)  # /readyz, /metrics, body limits
-    # Outside those middlewares: it does itself what they would for the requests it serves.
-    application.add_middleware(FastGenerate, limits=limits)
+    ops.install_operations(application, settings)  # /readyz, /metrics, body limits
 
     @application.get(
         "/healthz",

@@ -21,7 +21,7 @@ from app.core.db import Database
 from app.core.migrate import upgrade_database
 from app.devstack import wait_http, worker_argv
 from app.jobs.models import Job, JobImage
-from app.jobs.service import insert_jobs, new_job
+from app.jobs.service import NewJob, record_jobs
 from app.jobs.status import ACTIVE, JobStatus
 from app.services.generation_defaults import GenerationParams
 from bench.inflight_report import Result, percentiles
@@ -145,16 +145,16 @@ def run_engine(mode: str, options: RunOptions, folder: Path) -> Result:
 def _enqueue(celery: Any, settings: Settings, ledger: Database, jobs: int, tag: str) -> None:
     for first in range(0, jobs, _CHUNK):
         chunk = [
-            new_job(
+            NewJob(
                 owner="bench",
                 prompt=f"in-flight bench {tag} job {index}",
-                params=SMALL,
+                params=SMALL.model_dump(mode="json"),
                 timeout_s=settings.runpod_job_timeout,
             )
             for index in range(first, min(jobs, first + _CHUNK))
         ]
         with ledger.session() as session:
-            insert_jobs(session, chunk)
+            record_jobs(session, chunk)
         for job in chunk:
             celery.send_task(SUBMIT_TASK, args=[job.id])
 

@@ -3,20 +3,31 @@ another body is a conflict. Records live at least 24 hours."""
 
 import hashlib
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from app.accounts.models import IdempotencyRecord
 from app.core.db import utcnow
 
 RETENTION = timedelta(hours=48)
+_RECORDS = IdempotencyRecord.metadata.tables[IdempotencyRecord.__tablename__]
 
 
-class IdempotencyConflict(Exception):
-    """The key was already used for a different request."""
+@dataclass(frozen=True, slots=True)
+class Fingerprinted:
+    """What a request with an Idempotency-Key made; `new` until it is remembered."""
+
+    owner: str
+    key: str
+    fingerprint: str
+    resource_type: str
+    resource_id: str
+    new: bool = False
 
 
 def request_fingerprint(route: str, body: Any) -> str:
@@ -24,48 +35,60 @@ def request_fingerprint(route: str, body: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def replayed_resource(session: Session, *, owner: str, key: str, fingerprint: str) -> str | None:
-    """The resource id an earlier identical request created, or None for a fresh key."""
-    record = session.scalar(
+def earlier_requests(
+    session: Session, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], Fingerprinted]:
+    """What earlier requests with these (owner, key) pairs made, within the retention."""
+    if not keys:
+        return {}
+    records = session.scalars(
         select(IdempotencyRecord).where(
-            IdempotencyRecord.owner == owner,
-            IdempotencyRecord.key == key,
+            tuple_(IdempotencyRecord.owner, IdempotencyRecord.key).in_(set(keys)),
             IdempotencyRecord.created_at > utcnow() - RETENTION,
         )
     )
-    if record is None:
-        return None
-    if record.request_hash != fingerprint:
-        raise IdempotencyConflict("this Idempotency-Key was used with a different request")
-    return record.resource_id
+    return {
+        (record.owner, record.key): Fingerprinted(
+            owner=record.owner,
+            key=record.key,
+            fingerprint=record.request_hash,
+            resource_type=record.resource_type,
+            resource_id=record.resource_id,
+        )
+        for record in records
+    }
 
 
-def remember(
-    session: Session,
-    *,
-    owner: str,
-    key: str,
-    fingerprint: str,
-    resource_type: str,
-    resource_id: str,
-) -> None:
-    # An expired record with the same key would collide with the unique constraint.
+def remember_all(session: Session, made: Sequence[Fingerprinted]) -> None:
+    """Record what these requests made. Two processes remembering one key at once: the unique
+    constraint fails one transaction, whose request then finds the other's record."""
+    if not made:
+        return
+    now = utcnow()
+    # An expired record with the same key would collide with the unique constraint (a live
+    # one stays: it is another process's, and the collision is what must happen then).
     session.execute(
         delete(IdempotencyRecord).where(
-            IdempotencyRecord.owner == owner, IdempotencyRecord.key == key
+            tuple_(IdempotencyRecord.owner, IdempotencyRecord.key).in_(
+                [(record.owner, record.key) for record in made]
+            ),
+            IdempotencyRecord.created_at <= now - RETENTION,
         )
     )
-    session.add(
-        IdempotencyRecord(
-            owner=owner,
-            key=key,
-            request_hash=fingerprint,
-            resource_type=resource_type,
-            resource_id=resource_id,
-            created_at=utcnow(),
-        )
+    session.execute(
+        insert(_RECORDS),
+        [
+            {
+                "owner": record.owner,
+                "key": record.key,
+                "request_hash": record.fingerprint,
+                "resource_type": record.resource_type,
+                "resource_id": record.resource_id,
+                "created_at": now,
+            }
+            for record in made
+        ],
     )
-    session.flush()
 
 
 def prune(session: Session) -> int:

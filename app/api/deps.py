@@ -6,11 +6,11 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
-from app.api.callers import Caller, anonymous_caller
-from app.api.errors import Forbidden, Unauthorized
-from app.api.intake import Intake, intake_of, invalid_api_key
+from app.accounts.callers import Caller, KeyLookup, anonymous_caller
 from app.api.ratelimit import count_request
+from app.core.errors import Forbidden, Unauthorized, invalid_api_key
 from app.jobs.engine import JobEngine
+from app.jobs.intake import Intake
 
 
 # Dependencies without I/O are `async def`: FastAPI runs a plain `def` one in the threadpool,
@@ -45,14 +45,15 @@ def presented_key(authorization: str | None, x_api_key: str | None) -> str | Non
 
 
 async def get_intake(request: Request) -> Intake:
-    return intake_of(request.app)
+    intake: Intake = request.app.state.intake
+    return intake
 
 
 IntakeDep = Annotated[Intake, Depends(get_intake)]
 
 
 async def get_current_user_optional(
-    intake: IntakeDep,
+    request: Request,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
     x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Caller | None:
@@ -60,7 +61,8 @@ async def get_current_user_optional(
     plaintext = presented_key(authorization, x_api_key)
     if plaintext is None:
         return None
-    caller = await intake.caller(plaintext)
+    keys: KeyLookup = request.app.state.keys
+    caller = await keys.caller(plaintext)
     if caller is None:
         raise invalid_api_key()
     return caller

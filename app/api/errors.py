@@ -1,6 +1,7 @@
 """Errors as `application/problem+json` with a stable `code`, `detail`, `retryable` and, when it
-applies, `retry_after`. Every failure the API can answer goes through here: bad input is a 4xx,
-a ledger database or broker that does not answer a retryable 503, and only a bug a 500."""
+applies, `retry_after`. Every failure the API can answer goes through here: a refusal
+(`app.core.errors.PodrelayError`, raised wherever the rule lives) is rendered as it says, a
+ledger database or broker that does not answer is a retryable 503, and only a bug a 500."""
 
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
@@ -18,6 +19,7 @@ from sqlalchemy import exc as sql_errors
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api import examples
+from app.core.errors import PodrelayError
 
 PROBLEM_JSON = "application/problem+json"
 _PROBLEM_REF = "#/components/schemas/Problem"
@@ -36,55 +38,6 @@ class Problem(BaseModel):
     retryable: bool = False
     retry_after: float | None = None
     errors: list[dict[str, Any]] | None = None
-
-
-class ApiError(Exception):
-    status_code = 400
-    code = "bad_request"
-    title = "Bad request"
-    retryable = False
-
-    def __init__(
-        self,
-        detail: str,
-        *,
-        code: str | None = None,
-        retry_after: float | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.code = code or self.code
-        self.retry_after = retry_after
-        self.headers = headers or {}
-
-
-class Unauthorized(ApiError):
-    status_code, code, title = 401, "unauthorized", "Unauthorized"
-
-
-class Forbidden(ApiError):
-    status_code, code, title = 403, "forbidden", "Forbidden"
-
-
-class NotFound(ApiError):
-    status_code, code, title = 404, "not_found", "Not found"
-
-
-class Conflict(ApiError):
-    status_code, code, title = 409, "conflict", "Conflict"
-
-
-class PayloadTooLarge(ApiError):
-    status_code, code, title = 413, "payload_too_large", "Payload too large"
-
-
-class RateLimited(ApiError):
-    status_code, code, title, retryable = 429, "rate_limited", "Too many requests", True
-
-
-class UpstreamUnavailable(ApiError):
-    status_code, code, title, retryable = 503, "upstream_unavailable", "Upstream unavailable", True
 
 
 @dataclass(frozen=True)
@@ -241,8 +194,8 @@ def install_error_handlers(application: FastAPI) -> None:
         for error_type in dependency.errors:
             application.add_exception_handler(error_type, handler)
 
-    @application.exception_handler(ApiError)
-    async def api_error(_: Request, error: ApiError) -> JSONResponse:
+    @application.exception_handler(PodrelayError)
+    async def refusal(_: Request, error: PodrelayError) -> JSONResponse:
         return problem_response(
             error.status_code,
             error.code,

@@ -17,16 +17,13 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.errors import ApiError, PayloadTooLarge, problem_response
+from app.api.errors import problem_response
+from app.core.errors import PayloadTooLarge, PodrelayError, RequestTimeout
 
 # RunPod's job webhooks carry the job's output, which may hold base64 images of several MB;
 # they get this limit instead of `MAX_REQUEST_BYTES` (RunPod's own /runsync payload cap is 20 MB).
 RUNPOD_WEBHOOK_PREFIX = "/webhooks/runpod/"
 RUNPOD_WEBHOOK_MAX_BYTES = 64 * 1024 * 1024
-
-
-class RequestTimeout(ApiError):
-    status_code, code, title, retryable = 408, "request_timeout", "Request timeout", True
 
 
 class _BodyRefused(Exception):
@@ -92,7 +89,7 @@ class _BodyGuard:
         self._received = 0
         self._deadline: float | None = None
         self._complete = False
-        self.refusal: ApiError | None = None
+        self.refusal: PodrelayError | None = None
 
     async def receive(self) -> Message:
         if self._complete:
@@ -132,15 +129,15 @@ def content_length(scope: Scope) -> int | None:
     return None
 
 
-def too_slow(timeout_s: float) -> ApiError:
+def too_slow(timeout_s: float) -> PodrelayError:
     return RequestTimeout(f"the request body was not received within {timeout_s:g} s")
 
 
-def _too_large(max_bytes: int) -> ApiError:
+def _too_large(max_bytes: int) -> PodrelayError:
     return PayloadTooLarge(f"the request body is larger than {max_bytes} bytes")
 
 
-async def answer_refusal(error: ApiError, scope: Scope, receive: Receive, send: Send) -> None:
+async def answer_refusal(error: PodrelayError, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer a refused body; the connection is closed after it."""
     response = problem_response(
         error.status_code,

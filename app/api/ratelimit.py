@@ -1,191 +1,20 @@
-"""Per-caller request budget on the `/api/v1` routes: `requests_per_minute` per fixed window.
+"""Rate limits over HTTP: each `/api/v1` request is counted against its caller's budget
+(`app.accounts.ratelimit`), and every answer to it carries the IETF draft headers
+`RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds) and `RateLimit-Policy`;
+a small ASGI middleware adds them, so error answers, files and event streams get them too.
 
 A caller is its API key (its owner id), or for anonymous requests `anonymous:<client IP>`.
-A window opens with the caller's first request and lasts 60 s; every request in it counts,
-and past the budget the answer is 429 `rate_limited` with `Retry-After` until it closes.
-Fixed windows can let up to twice the budget through around a window's end; they are exact,
-cheap, and tell the client precisely when to come back.
-
-With `REDIS_URL` the counters live in Redis (one atomic script per caller for each group of
-concurrent requests), shared by every API process. Without it they live in this process's
-memory, so each API process (`uvicorn --workers N`, replicas) grants the full budget on its
-own. When Redis fails, the process falls back to its memory counters rather than refusing or
-waving requests through.
-
-Every response to a limited route carries the IETF draft headers `RateLimit-Limit`,
-`RateLimit-Remaining`, `RateLimit-Reset` (seconds) and `RateLimit-Policy`; a small ASGI
-middleware adds them, so error answers, files and event streams get them too.
-
 Behind a reverse proxy, run uvicorn with `--proxy-headers --forwarded-allow-ips=<proxy>` so
 the client IP of anonymous callers is the real one and not the proxy's.
 """
 
-import asyncio
-import math
-import time
-from collections import defaultdict
-from dataclasses import dataclass
-from threading import Lock
-from typing import Protocol
-
-import redis.asyncio as aioredis
-from loguru import logger
-from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.callers import ANONYMOUS, Caller
-from app.api.errors import RateLimited
-from app.core.batching import GroupRunner
-from app.core.config import Settings
+from app.accounts.callers import ANONYMOUS, Caller
+from app.accounts.ratelimit import Hit, MemoryRateLimiter, RateLimiter, over_limit
 
-WINDOW_S = 60
-REDIS_PREFIX = "podrelay:ratelimit:"
 _SCOPE_KEY = "podrelay.ratelimit"
-_REDIS_TIMEOUT_S = 1.0
-_WARN_EVERY_S = 60.0
-
-# INCRBY the requests counted at once, and set the window's expiry when the counter is new
-# (or somehow lost its expiry).
-_HIT_SCRIPT = """
-local count = redis.call('INCRBY', KEYS[1], ARGV[2])
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then
-    redis.call('PEXPIRE', KEYS[1], ARGV[1])
-    ttl = tonumber(ARGV[1])
-end
-return {count, ttl}
-"""
-
-
-@dataclass(frozen=True)
-class Hit:
-    """The state of a caller's window after counting one request."""
-
-    limit: int
-    count: int
-    reset_s: int  # whole seconds until the window closes (at least 1)
-
-    @property
-    def allowed(self) -> bool:
-        return self.count <= self.limit
-
-    @property
-    def remaining(self) -> int:
-        return max(0, self.limit - self.count)
-
-    def headers(self) -> dict[str, str]:
-        return {
-            "RateLimit-Limit": str(self.limit),
-            "RateLimit-Remaining": str(self.remaining),
-            "RateLimit-Reset": str(self.reset_s),
-            "RateLimit-Policy": f"{self.limit};w={WINDOW_S}",
-        }
-
-
-class RateLimiter(Protocol):
-    async def hit(self, caller_key: str, limit: int) -> Hit: ...
-
-    async def hits(self, requests: list[tuple[str, int]]) -> list[Hit]:
-        """`hit` for many (caller key, limit) requests at once, in order."""
-        ...
-
-    async def aclose(self) -> None: ...
-
-
-class MemoryRateLimiter:
-    """Counters in this process's memory (the event loop thread; a lock for thread safety)."""
-
-    def __init__(self, *, window_s: float = WINDOW_S, max_callers: int = 100_000) -> None:
-        self._window_s = window_s
-        self._max_callers = max_callers
-        self._windows: dict[str, tuple[float, int]] = {}  # caller -> (closes at, count)
-        self._lock = Lock()
-        self._next_sweep = 0.0
-
-    async def hit(self, caller_key: str, limit: int) -> Hit:
-        now = time.monotonic()
-        with self._lock:
-            if now >= self._next_sweep or len(self._windows) >= self._max_callers:
-                self._sweep(now)
-            closes_at, count = self._windows.get(caller_key, (0.0, 0))
-            if closes_at <= now:
-                closes_at, count = now + self._window_s, 0
-            count += 1
-            self._windows[caller_key] = (closes_at, count)
-        return Hit(limit=limit, count=count, reset_s=max(1, math.ceil(closes_at - now)))
-
-    async def hits(self, requests: list[tuple[str, int]]) -> list[Hit]:
-        return [await self.hit(caller_key, limit) for caller_key, limit in requests]
-
-    def _sweep(self, now: float) -> None:
-        self._windows = {key: value for key, value in self._windows.items() if value[0] > now}
-        self._next_sweep = now + self._window_s
-
-    async def aclose(self) -> None:
-        self._windows.clear()
-
-
-class RedisRateLimiter:
-    """Counters in Redis, shared by all API processes; memory counters while Redis fails.
-
-    The requests of one caller that arrive while a count is on its way to Redis are counted
-    together by the next script call, each still getting its own place in the window."""
-
-    def __init__(self, redis_url: str, *, window_s: int = WINDOW_S) -> None:
-        self._redis = aioredis.Redis.from_url(
-            redis_url,
-            socket_timeout=_REDIS_TIMEOUT_S,
-            socket_connect_timeout=_REDIS_TIMEOUT_S,
-        )
-        self._script = self._redis.register_script(_HIT_SCRIPT)
-        self._window_ms = window_s * 1000
-        self._fallback = MemoryRateLimiter(window_s=window_s)
-        self._warned_at = -math.inf
-        self._groups: GroupRunner[tuple[str, int], Hit] = GroupRunner(self.hits)
-
-    async def hit(self, caller_key: str, limit: int) -> Hit:
-        return await self._groups.run((caller_key, limit))
-
-    async def hits(self, requests: list[tuple[str, int]]) -> list[Hit]:
-        positions: dict[str, list[int]] = defaultdict(list)
-        for position, (caller_key, _) in enumerate(requests):
-            positions[caller_key].append(position)
-        hits: dict[int, Hit] = {}
-
-        async def count_caller(caller_key: str, at: list[int]) -> None:
-            try:
-                total, ttl_ms = await self._script(
-                    keys=[REDIS_PREFIX + caller_key], args=[self._window_ms, len(at)]
-                )
-            except (RedisError, OSError) as error:
-                self._warn(error)
-                for position in at:
-                    hits[position] = await self._fallback.hit(caller_key, requests[position][1])
-                return
-            reset_s = max(1, math.ceil(int(ttl_ms) / 1000))
-            first = int(total) - len(at) + 1
-            for offset, position in enumerate(at):
-                hits[position] = Hit(requests[position][1], first + offset, reset_s)
-
-        await asyncio.gather(*(count_caller(key, at) for key, at in positions.items()))
-        return [hits[position] for position in range(len(requests))]
-
-    def _warn(self, error: Exception) -> None:
-        now = time.monotonic()
-        if now - self._warned_at >= _WARN_EVERY_S:
-            self._warned_at = now
-            logger.warning("rate limits fall back to this process's memory: {}", error)
-
-    async def aclose(self) -> None:
-        await self._redis.aclose()
-        await self._fallback.aclose()
-
-
-def rate_limiter_from_settings(settings: Settings) -> RateLimiter:
-    if settings.redis_url:
-        return RedisRateLimiter(settings.redis_url)
-    return MemoryRateLimiter()
 
 
 def rate_limiter_of(application: Starlette) -> RateLimiter:
@@ -215,17 +44,6 @@ async def count_request(scope: Scope, application: Starlette, caller: Caller) ->
 def keep_rate_limit_headers(scope: Scope, hit: Hit) -> None:
     """Leave the hit's headers for the request's answer (whatever it is)."""
     scope[_SCOPE_KEY] = hit.headers()
-
-
-def over_limit(hit: Hit) -> RateLimited | None:
-    """The refusal of a request its count put over the caller's limit."""
-    if hit.allowed:
-        return None
-    return RateLimited(
-        f"over {hit.limit} requests per minute; retry in {hit.reset_s} s",
-        retry_after=hit.reset_s,
-        headers={**hit.headers(), "Retry-After": str(hit.reset_s)},
-    )
 
 
 def rate_limit_headers(scope: Scope) -> dict[str, str] | None:

@@ -4,34 +4,13 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Path
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.api import examples
+from app.jobs.options import NO_NUL, GenerationOptions, Prompt
 from app.jobs.status import JobStatus
-from app.services.generation_defaults import MAX_PROMPT_LENGTH, GenerationParams
 
-# PostgreSQL text cannot hold a NUL byte (the statement fails, even a lookup), so no string
-# input that reaches the ledger may carry one: it is a 422 like any other invalid value.
-NO_NUL = r"^[^\x00]*$"
-Prompt = Annotated[
-    str,
-    StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=MAX_PROMPT_LENGTH, pattern=NO_NUL
-    ),
-]
-NegativePrompt = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=MAX_PROMPT_LENGTH, pattern=NO_NUL)
-]
 PathId = Annotated[str, Path(pattern=NO_NUL)]
-WebhookUrl = Annotated[AnyHttpUrl, Field(description="Signed POST when the job ends.")]
-
-
-class GenerationOptions(GenerationParams):
-    negative_prompt: NegativePrompt | None = None
-    timeout: float | None = Field(
-        default=None, gt=0, description="Seconds before the job is cancelled (default 300)."
-    )
-    webhook_url: WebhookUrl | None = None
 
 
 class GenerateRequest(GenerationOptions):

@@ -1,6 +1,7 @@
 """Render ledger rows as API resources (never the ORM objects themselves)."""
 
 from collections import Counter
+from collections.abc import Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, object_session
@@ -16,8 +17,8 @@ from app.api.schemas import (
     WebhookAttemptOut,
     WebhookDeliveryOut,
 )
-from app.jobs.bulk_record import NewJobRecord, RecordedTimes
 from app.jobs.models import Batch, Job, JobImage
+from app.jobs.service import RecordedJob
 from app.jobs.status import JobStatus
 from app.notify.models import WebhookDelivery
 
@@ -128,34 +129,47 @@ def job_out(
     )
 
 
-def recorded_job_out(record: NewJobRecord, times: RecordedTimes) -> JobOut:
-    """A job `record_new_jobs` has just recorded: pending, nothing run or spent yet."""
+def recorded_job_out(recorded: RecordedJob) -> JobOut:
+    """A job `record_jobs` has just recorded: pending, nothing run or spent yet."""
+    job = recorded.job
     # Validated from plain values in one go: a third cheaper than building the parts as models.
     return JobOut.model_validate(
         {
-            "id": record.id,
+            "id": job.id,
             "status": JobStatus.PENDING,
-            "batch_id": None,
-            "prompt": record.prompt,
-            "negative_prompt": record.negative_prompt,
-            "params": record.params,
+            "batch_id": job.batch_id,
+            "prompt": job.prompt,
+            "negative_prompt": job.negative_prompt,
+            "params": job.params,
             "queue_position": None,
             "attempts": 0,
             "error": None,
             "timings": {
-                "created_at": times.created_at,
+                "created_at": recorded.created_at,
                 "submitted_at": None,
                 "started_at": None,
                 "finished_at": None,
-                "deadline_at": times.deadline_at,
+                "deadline_at": recorded.deadline_at,
                 "delay_ms": None,
                 "execution_ms": None,
             },
             "cost": {"gpu_seconds": None, "estimated_usd": None},
             "images": [],
-            "webhook_url": record.webhook_url,
-            "links": job_link_paths(record.id),
+            "webhook_url": job.webhook_url,
+            "links": job_link_paths(job.id),
         }
+    )
+
+
+def recorded_batch_out(batch_id: str, jobs: Sequence[RecordedJob]) -> BatchOut:
+    """A batch `record_jobs` has just recorded, all its jobs pending."""
+    return BatchOut(
+        id=batch_id,
+        created_at=jobs[0].created_at,
+        size=len(jobs),
+        counts={JobStatus.PENDING.value: len(jobs)},
+        done=False,
+        jobs=[recorded_job_out(job) for job in jobs],
     )
 
 

@@ -6,8 +6,9 @@ from fastapi import APIRouter, Body, Path, Request
 
 from app.api import examples
 from app.api.errors import problem_responses
-from app.api.intake import RunPodDelivery, intake_of
-from app.api.schemas import NO_NUL, WebhookReceipt
+from app.api.schemas import WebhookReceipt
+from app.jobs.options import NO_NUL
+from app.jobs.webhooks import WebhookDelivery, WebhookReceiver
 
 router = APIRouter(tags=["webhooks"])
 
@@ -26,4 +27,6 @@ async def runpod_webhook(
     payload: Annotated[Any, Body()],
 ) -> WebhookReceipt:
     """RunPod calls this when a job ends. The token in the path is the job's secret."""
-    return await intake_of(request.app).runpod_webhook(RunPodDelivery(token, payload))
+    receiver: WebhookReceiver = request.app.state.webhooks
+    outcome = await receiver.receive(WebhookDelivery(token, payload))
+    return WebhookReceipt(received=True, changed=outcome.changed)

@@ -1,7 +1,8 @@
 """Ledger operations on jobs. Functions flush, never commit: the caller owns the transaction."""
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,13 +14,14 @@ from app.core.db import database_now, utcnow
 from app.jobs.models import Batch, Job, JobEvent, Submission
 from app.jobs.status import ACTIVE, JobStatus, can_move
 from app.notify.deliveries import queue_job_event
-from app.services.generation_defaults import GenerationParams
 
 _LOCKED_KEY = "podrelay.locked_jobs"
 # A submission's outcome until RunPod's answer to its POST /run is recorded.
 SENDING = "sending"
 # When the tracker first looks at a new job, to submit it if nothing else has by then.
 FIRST_CHECK_IN_S = 10.0
+_JOBS = Job.metadata.tables[Job.__tablename__]
+_EVENTS = JobEvent.metadata.tables[JobEvent.__tablename__]
 
 
 def new_id(prefix: str) -> str:
@@ -37,68 +39,89 @@ def add_event(
     session.add(JobEvent(job_id=job.id, kind=kind, status=job.status, message=message, data=data))
 
 
-def new_job(
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job to record: what was asked for, and for whom."""
+
+    owner: str
+    prompt: str
+    params: dict[str, Any]  # GenerationParams as JSON values
+    timeout_s: float
+    negative_prompt: str | None = None
+    webhook_url: str | None = None
+    batch_id: str | None = None
+    batch_index: int | None = None
+    celery_task_id: str | None = None
+    id: str = field(default_factory=lambda: new_id("job"))
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedJob:
+    """A job as `record_jobs` recorded it: pending, with the ledger's timestamps."""
+
+    job: NewJob
+    created_at: datetime
+    deadline_at: datetime
+
+
+def record_jobs(
+    session: Session, jobs: Sequence[NewJob], *, first_check_in: float = FIRST_CHECK_IN_S
+) -> list[RecordedJob]:
+    """Record new pending jobs and their `created` events: the one way jobs enter the ledger.
+
+    One multi-row `INSERT ... RETURNING` (SQLite 3.35+ and PostgreSQL alike) and one for the
+    events, timed by the database's clock as leases are. `first_check_in` is when the tracker
+    submits a job if nothing did before."""
+    if not jobs:
+        return []
+    now = database_now(session)
+    check_in = now + timedelta(seconds=first_check_in)
+    rows = [
+        {
+            **{name: getattr(job, name) for name in _NEW_JOB_FIELDS},
+            "status": JobStatus.PENDING.value,
+            "attempts": 0,
+            "polls": 0,
+            "created_at": now,
+            "updated_at": now,
+            "deadline_at": now + timedelta(seconds=job.timeout_s),
+            "next_poll_at": check_in,
+        }
+        for job in jobs
+    ]
+    returned = session.execute(
+        insert(_JOBS).returning(_JOBS.c.id, _JOBS.c.created_at, _JOBS.c.deadline_at), rows
+    )
+    times = {job_id: (created, deadline) for job_id, created, deadline in returned}
+    session.execute(
+        insert(_EVENTS),
+        [
+            {"job_id": job.id, "kind": "created", "status": JobStatus.PENDING.value, "at": now}
+            for job in jobs
+        ],
+    )
+    return [RecordedJob(job, *times[job.id]) for job in jobs]
+
+
+_NEW_JOB_FIELDS = [column.name for column in fields(NewJob)]
+
+
+def create_batch(
+    session: Session,
     *,
     owner: str,
-    prompt: str,
-    params: GenerationParams,
-    timeout_s: float,
-    negative_prompt: str | None = None,
-    batch: Batch | None = None,
-    batch_index: int | None = None,
-    celery_task_id: str | None = None,
+    size: int,
+    batch_id: str | None = None,
     webhook_url: str | None = None,
-    first_check_in: float = FIRST_CHECK_IN_S,
-) -> Job:
-    """An accepted job, not yet in any session. `first_check_in` is when the tracker submits
-    it if nothing did."""
-    now = utcnow()
-    return Job(
-        id=new_id("job"),
+    created_at: datetime | None = None,
+) -> Batch:
+    batch = Batch(
+        id=batch_id or new_id("batch"),
         owner=owner,
-        batch_id=batch.id if batch else None,
-        batch_index=batch_index,
-        prompt=prompt,
-        negative_prompt=negative_prompt,
-        params=params.model_dump(mode="json"),
-        status=JobStatus.PENDING,
-        attempts=0,
-        polls=0,
-        timeout_s=timeout_s,
-        celery_task_id=celery_task_id,
+        size=size,
         webhook_url=webhook_url,
-        created_at=now,
-        deadline_at=now + timedelta(seconds=timeout_s),
-        next_poll_at=now + timedelta(seconds=first_check_in),
+        created_at=created_at or utcnow(),
     )
-
-
-def add_job(session: Session, job: Job) -> Job:
-    """Record an accepted job from `new_job`, and its first event."""
-    session.add(job)
-    session.flush()
-    add_event(session, job, "created")
-    return job
-
-
-def insert_jobs(session: Session, jobs: list[Job]) -> None:
-    """Record many jobs from `new_job` and their first events with two multi-row INSERTs.
-
-    The jobs stay outside the session (the unit of work costs more than the INSERTs here)."""
-    session.execute(
-        insert(Job.metadata.tables[Job.__tablename__]), [_set_fields(job) for job in jobs]
-    )
-    events = [{"job_id": job.id, "kind": "created", "status": job.status} for job in jobs]
-    session.execute(insert(JobEvent.metadata.tables[JobEvent.__tablename__]), events)
-
-
-def _set_fields(job: Job) -> dict[str, Any]:
-    # Only what `new_job` set: the columns it leaves out get their defaults from the INSERT.
-    return {name: value for name, value in vars(job).items() if not name.startswith("_")}
-
-
-def create_batch(session: Session, *, owner: str, size: int, batch_id: str | None = None) -> Batch:
-    batch = Batch(id=batch_id or new_id("batch"), owner=owner, size=size, created_at=utcnow())
     session.add(batch)
     session.flush()
     return batch

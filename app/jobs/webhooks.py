@@ -6,14 +6,19 @@ moves a job backwards. A webhook from an orphaned submission (one whose /run ans
 is how a duplicate RunPod job is found; the first result wins and the other job is cancelled.
 """
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.jobs.models import Job, Submission
+from app.core.batching import GroupRunner
+from app.core.db import Database
+from app.core.errors import PodrelayError
+from app.jobs.handoff import send_task
+from app.jobs.models import Job, JobImage, Submission
 from app.jobs.results import apply_state
 from app.jobs.service import add_event, lock_jobs, locked_job
 from app.jobs.status import JobStatus
@@ -22,12 +27,16 @@ from app.runpod import JobState
 from app.runpod.models import RunPodStatus
 
 
-class WebhookRejected(Exception):
+class WebhookRejected(PodrelayError):
     """The delivery does not belong to the token it came with."""
+
+    code = "webhook_rejected"
+    _TITLES: ClassVar = {400: "Bad request", 404: "Not found", 409: "Conflict"}
 
     def __init__(self, message: str, *, status_code: int) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.title = self._TITLES[status_code]
 
 
 @dataclass
@@ -111,3 +120,64 @@ def _resolve_duplicate(
         job.runpod_job_id = state.id
     elif not state.is_terminal:
         outcome.cancel_runpod_jobs.append(state.id)
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    token: str
+    payload: Any
+
+
+class WebhookReceiver:
+    """Per API process: concurrent deliveries share one transaction, then the images to
+    download and the duplicates to cancel go to the workers."""
+
+    def __init__(self, db: Database, store: MediaStore) -> None:
+        self._db = db
+        self._store = store
+        self._groups: GroupRunner[WebhookDelivery, WebhookOutcome] = GroupRunner(self._receive)
+
+    async def receive(self, delivery: WebhookDelivery) -> WebhookOutcome:
+        """Apply one delivery; raises `WebhookRejected` when it is not the token's."""
+        return await self._groups.run(delivery)
+
+    async def _receive(self, deliveries: list[WebhookDelivery]) -> list[WebhookOutcome | Exception]:
+        try:
+            outcomes, image_jobs = await self._db.run(self._apply, deliveries)
+        except Exception:  # one delivery broke the shared transaction: each on its own
+            if len(deliveries) == 1:
+                raise
+            return [await self._receive_alone(delivery) for delivery in deliveries]
+        # Sent only after the commit above, so the tasks always find what they look for.
+        await asyncio.to_thread(_follow_up, outcomes, image_jobs)
+        return list(outcomes)
+
+    async def _receive_alone(self, delivery: WebhookDelivery) -> WebhookOutcome | Exception:
+        try:
+            return (await self._receive([delivery]))[0]
+        except Exception as error:  # noqa: BLE001 - handed to this delivery's caller
+            return error
+
+    def _apply(
+        self, session: Session, deliveries: list[WebhookDelivery]
+    ) -> tuple[list[WebhookOutcome | WebhookRejected], list[str]]:
+        outcomes = receive_runpod_webhooks(
+            session, [(d.token, d.payload) for d in deliveries], store=self._store
+        )
+        changed = [o.job_id for o in outcomes if isinstance(o, WebhookOutcome) and o.changed]
+        if not changed:
+            return outcomes, []
+        query = select(JobImage.job_id).where(
+            JobImage.job_id.in_(changed), JobImage.state == "pending"
+        )
+        return outcomes, list(session.scalars(query.distinct()))
+
+
+def _follow_up(outcomes: Sequence[WebhookOutcome | WebhookRejected], image_jobs: list[str]) -> None:
+    """Queue what the applied deliveries call for (a broker publish blocks: off the loop)."""
+    if image_jobs:
+        send_task("store_images_task", image_jobs)
+    for outcome in outcomes:
+        if isinstance(outcome, WebhookOutcome):
+            for runpod_job_id in outcome.cancel_runpod_jobs:
+                send_task("cancel_runpod_job_task", runpod_job_id)

@@ -10,7 +10,7 @@ from importlib.resources import files
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from app.api.errors import NotFound
+from app.core.errors import NotFound
 
 _STATIC = files(__package__) / "static"
 _MEDIA_TYPES = {

@@ -10,18 +10,24 @@ the worker slot is free again as soon as RunPod has accepted the job.
 from typing import Any, cast
 
 from loguru import logger
+from pydantic import ValidationError
 from sqlalchemy import CursorResult, Result, func, select, update
+from sqlalchemy.orm import Session
 
+from app.accounts.callers import internal_caller
 from app.celery_app import celery_app
 from app.core.db import database_now
+from app.core.errors import PodrelayError
 from app.jobs import service
+from app.jobs.admission import Accepted, accept_requests
 from app.jobs.connection import check_connection
+from app.jobs.intake import job_request
 from app.jobs.media import store_due_images
 from app.jobs.models import Batch, Job, JobImage
+from app.jobs.options import PROMPT, GenerationOptions
 from app.jobs.status import ACTIVE
 from app.jobs.submit import cancel_quietly, submit_job, submit_jobs
 from app.jobs.tracking import tick
-from app.services.generation_defaults import GenerationParams
 from app.tasks.runtime import get_engine, run
 
 MAX_BATCH = 10
@@ -38,20 +44,16 @@ def generate_image_runpod_task(
 ) -> dict[str, str]:
     """Create a job for one prompt (once per task id) and submit it to RunPod."""
     engine = get_engine()
-    generation = GenerationParams.model_validate(params or {})
     with engine.db.session() as session:
-        job = service.job_for_task(session, self.request.id) or service.add_job(
-            session,
-            service.new_job(
-                owner=owner,
-                prompt=_clean_prompt(user_prompt),
-                negative_prompt=negative_prompt,
-                params=generation,
-                timeout_s=_timeout(timeout),
+        job = service.job_for_task(session, self.request.id)
+        if job is not None:
+            job_id = job.id
+        else:
+            accepted = _accept(
+                session, owner, [user_prompt], negative_prompt, params, timeout,
                 celery_task_id=self.request.id,
-            ),
-        )
-        job_id = job.id
+            )  # fmt: skip
+            job_id = accepted.resource_id
     logger.info("[RUNPOD TASK] task {} -> job {}", self.request.id, job_id)
     run(submit_job(engine, job_id))
     return _summary(job_id)
@@ -70,27 +72,53 @@ def generate_image_batch_task(
     if not 1 <= len(prompts) <= MAX_BATCH:
         raise ValueError(f"a batch holds 1 to {MAX_BATCH} prompts, not {len(prompts)}")
     engine = get_engine()
-    generation = GenerationParams.model_validate(params or {})
     batch_id = f"batch_{self.request.id.replace('-', '')[:24]}"
     with engine.db.session() as session:
         batch = session.get(Batch, batch_id)
         if batch is None:
-            batch = service.create_batch(session, owner=owner, size=len(prompts), batch_id=batch_id)
-            for index, prompt in enumerate(prompts):
-                job = service.new_job(
-                    owner=owner,
-                    prompt=_clean_prompt(prompt),
-                    negative_prompt=negative_prompt,
-                    params=generation,
-                    timeout_s=_timeout(timeout),
-                    batch=batch,
-                    batch_index=index,
-                )
-                service.add_job(session, job)
+            _accept(session, owner, prompts, negative_prompt, params, timeout, batch_id=batch_id)
+            batch = session.get_one(Batch, batch_id)
         job_ids = [job.id for job in batch.jobs]
 
     run(submit_jobs(engine, job_ids))
     return {"batch_id": batch_id, "jobs": [_summary(job_id) for job_id in job_ids]}
+
+
+def _accept(
+    session: Session,
+    owner: str,
+    prompts: list[str],
+    negative_prompt: str | None,
+    params: dict[str, Any] | None,
+    timeout: float | None,
+    *,
+    celery_task_id: str | None = None,
+    batch_id: str | None = None,
+) -> Accepted:
+    """Accept a seed task's request as the API accepts one (`app.jobs.admission`); a request
+    the API would refuse fails the task with a ValueError saying why."""
+    settings = get_engine().settings
+    try:
+        options = GenerationOptions.model_validate(
+            {**(params or {}), "negative_prompt": negative_prompt, "timeout": timeout}
+        )
+        request = job_request(
+            settings,
+            internal_caller(settings, owner),
+            [PROMPT.validate_python(prompt) for prompt in prompts],
+            options,
+            batch=batch_id is not None,
+            celery_task_id=celery_task_id,
+            batch_id=batch_id,
+        )
+    except ValidationError as error:  # Celery's JSON results cannot carry pydantic's errors
+        raise ValueError(str(error)) from None
+    except PodrelayError as refusal:
+        raise ValueError(refusal.detail) from None
+    outcome = accept_requests(session, [request])[0]
+    if isinstance(outcome, PodrelayError):
+        raise ValueError(outcome.detail)
+    return outcome
 
 
 @celery_app.task
@@ -171,18 +199,3 @@ def _summary(job_id: str) -> dict[str, str]:
     with get_engine().db.session() as session:
         job = session.get_one(Job, job_id)
         return {"job_id": job.id, "status": job.status}
-
-
-def _clean_prompt(prompt: str) -> str:
-    cleaned = prompt.strip() if isinstance(prompt, str) else ""
-    if not cleaned:
-        raise ValueError("the prompt is empty")
-    return cleaned
-
-
-def _timeout(requested: float | None) -> float:
-    settings = get_engine().settings
-    timeout = settings.runpod_job_timeout if requested is None else requested
-    if not 0 < timeout <= settings.job_max_timeout:
-        raise ValueError(f"timeout must be within 0 and {settings.job_max_timeout:g} s")
-    return timeout

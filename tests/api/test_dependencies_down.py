@@ -86,13 +86,13 @@ def test_the_database_down_is_503_database_unavailable_until_it_returns(
     stack.env["DATABASE_URL"] = url.render_as_string(hide_password=False)
     with stack.db.session() as session:
         _, plaintext = create_key(session, name="keyed")
-    keyed = {"Authorization": f"Bearer {plaintext}"}  # served by app.api.fast_generate
+    keyed = {"Authorization": f"Bearer {plaintext}"}
     with httpx.Client(base_url=stack.start_api(), timeout=15) as client:
         job_id = accepted_job(client)
 
         def ledger_requests() -> list[httpx.Response]:
             return [
-                client.post(f"{API}/generate", json=GENERATE),  # the grouped insert's thread
+                client.post(f"{API}/generate", json=GENERATE),  # the grouped insert
                 client.post(f"{API}/generate", json=GENERATE, headers=keyed),  # the key lookup
                 client.get(f"{API}/status/{job_id}"),
                 client.get(f"{API}/jobs"),

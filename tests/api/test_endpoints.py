@@ -11,13 +11,12 @@ from PIL import Image
 
 from app.accounts.service import create_key, revoke_key
 from app.core.db import utcnow
-from app.jobs import service
 from app.jobs.engine import JobEngine
 from app.jobs.models import JobImage
 from app.jobs.submit import submit_job
 from app.jobs.tracking import tick
-from app.services.generation_defaults import GenerationParams
 from app.simulator.server import SimulatorServer
+from tests.factories import add_job
 
 API = "/api/v1/runpod"
 SMALL = {"width": 256, "height": 256}
@@ -303,10 +302,7 @@ async def test_connection_test_and_usage(api: Api) -> None:
 async def test_an_image_still_downloading_redirects_to_its_origin(api: Api) -> None:
     origin = "http://127.0.0.1:9/results/origin.png"
     with api.engine.db.session() as session:
-        job = service.new_job(
-            owner="anonymous", prompt="p", params=GenerationParams(), timeout_s=60
-        )
-        service.add_job(session, job)
+        job = add_job(session, owner="anonymous", prompt="p", timeout_s=60)
         pending = JobImage(
             id="img_pending", job_id=job.id, index=0, state="pending", source_url=origin,
             download_attempts=0, created_at=utcnow(),

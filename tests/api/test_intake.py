@@ -1,4 +1,4 @@
-"""Concurrent submissions go through shared transactions (`app.api.intake`) without mixing
+"""Concurrent submissions go through shared transactions (`app.jobs.intake`) without mixing
 up callers: each request gets its own job or its own error, and the caps still hold."""
 
 import asyncio

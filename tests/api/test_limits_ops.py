@@ -11,13 +11,12 @@ import redis
 from prometheus_client import REGISTRY
 
 from app.accounts.models import ApiKey
+from app.accounts.ratelimit import REDIS_PREFIX, RedisRateLimiter
 from app.accounts.service import create_key
-from app.api.ratelimit import REDIS_PREFIX, RedisRateLimiter
 from app.celery_app import broker_config
-from app.jobs.service import add_job, new_job
-from app.services.generation_defaults import GenerationParams
 from app.simulator.server import SimulatorServer
 from tests.api.conftest import ApiFactory, RunningApi
+from tests.factories import add_job
 
 API = "/api/v1/runpod"
 PROBLEM = "application/problem+json"
@@ -373,13 +372,7 @@ async def test_metrics_expose_requests_jobs_runpod_and_webhooks_without_secrets(
     async with api_factory(ENVIRONMENT="production", MAX_REQUEST_BYTES="2048") as api:
         with api.engine.db.session() as session:
             admin, plaintext = create_key(session, name="ops", is_admin=True)
-            job = new_job(
-                owner=admin.id,
-                prompt="a lighthouse",
-                params=GenerationParams(width=256, height=256),
-                timeout_s=30,
-            )
-            job_id = add_job(session, job).id
+            job_id = add_job(session, owner=admin.id, prompt="a lighthouse").id
         headers = bearer(plaintext)
         labels = {"route": f"{API}/status/{{task_id}}", "method": "GET", "status": "200"}
         requests_before = sample("podrelay_http_requests_total", labels)

@@ -45,8 +45,8 @@ from schemathesis.specs.openapi.checks import (
 
 from app.api.endpoints import history
 from app.api.errors import PROBLEM_JSON
-from app.api.schemas import NO_NUL
 from app.jobs.models import Submission
+from app.jobs.options import NO_NUL
 from app.jobs.submit import submit_job
 from app.jobs.tracking import tick
 from tests.api.conftest import ApiFactory, RunningApi

@@ -5,12 +5,12 @@ import time
 
 from sqlalchemy import select
 
-from app.jobs import service
 from app.jobs.engine import JobEngine
 from app.jobs.models import Job, JobEvent
 from app.jobs.status import JobStatus
 from app.jobs.tracking import tick
 from app.services.generation_defaults import GenerationParams
+from tests.factories import add_job
 
 SMALL = GenerationParams(width=256, height=256)
 
@@ -23,8 +23,7 @@ def make_job(
     timeout_s: float = 30.0,
 ) -> str:
     with engine.db.session() as session:
-        job = service.new_job(owner="tester", prompt=prompt, params=params, timeout_s=timeout_s)
-        return service.add_job(session, job).id
+        return add_job(session, prompt=prompt, params=params, timeout_s=timeout_s).id
 
 
 def load(engine: JobEngine, job_id: str) -> Job:

@@ -25,7 +25,7 @@ from app.jobs.tracking import tick
 from app.notify.deliveries import deliver_due
 from app.notify.models import WebhookDelivery
 from app.notify.signing import WebhookVerificationError, sign, verify
-from tests.jobs.helpers import SMALL
+from tests.factories import add_job
 from tests.notify.conftest import EngineFactory, Received, Receiver
 
 ANONYMOUS = "anonymous"
@@ -41,17 +41,9 @@ def make_job(
     with engine.db.session() as session:
         batch = session.get_one(Batch, batch_id) if batch_id else None
         index = len(batch.jobs) if batch else None
-        job = service.new_job(
-            owner=owner,
-            prompt="a red fox",
-            params=SMALL,
-            timeout_s=30.0,
-            batch=batch,
-            batch_index=index,
-            webhook_url=url,
-        )
-        service.add_job(session, job)
-        return job.id
+        return add_job(
+            session, owner=owner, batch_id=batch_id, batch_index=index, webhook_url=url
+        ).id
 
 
 def finish(engine: JobEngine, job_id: str, status: JobStatus) -> None:

@@ -12,9 +12,9 @@ from sqlalchemy import select
 
 from app.jobs import service
 from app.jobs.models import Job, JobEvent, JobImage, Submission
-from app.services.generation_defaults import GenerationParams
 from app.simulator.server import SimulatorServer
 from tests.api.conftest import RunningApi
+from tests.factories import add_job
 from tests.security.conftest import assert_problem, submitted_job
 
 SMALL = {"width": 256, "height": 256}
@@ -23,10 +23,7 @@ SMALL = {"width": 256, "height": 256}
 def orphan_job(api: RunningApi) -> tuple[str, str]:
     """A job whose POST /run answer was lost: its submission knows no RunPod id yet."""
     with api.engine.db.session() as session:
-        job = service.new_job(
-            owner="anonymous", prompt="orphan", params=GenerationParams(**SMALL), timeout_s=60
-        )
-        service.add_job(session, job)
+        job = add_job(session, owner="anonymous", prompt="orphan", timeout_s=60)
         submission = service.new_submission(session, job)
         submission.outcome = "ambiguous"
         return job.id, submission.token

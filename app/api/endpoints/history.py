@@ -14,11 +14,13 @@ from sqlalchemy import select
 
 from app.api import examples
 from app.api.deps import CallerDep, EngineDep, SessionDep
-from app.api.errors import NotFound, problem_responses
-from app.api.schemas import NO_NUL, BatchOut, JobPage, PathId, UsageDay, UsageOut
+from app.api.errors import problem_responses
+from app.api.schemas import BatchOut, JobPage, PathId, UsageDay, UsageOut
 from app.api.views import batch_out, job_out
+from app.core.errors import NotFound
 from app.jobs.engine import JobEngine
 from app.jobs.models import Batch, Job, JobEvent, JobImage
+from app.jobs.options import NO_NUL
 from app.jobs.status import JobStatus
 from app.media.store import MediaError
 

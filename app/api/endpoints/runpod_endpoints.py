@@ -8,14 +8,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Response
 from fastapi.concurrency import run_in_threadpool
 from loguru import logger
+from pydantic import BaseModel
 from sqlalchemy import func, select
 
+from app.accounts.callers import Caller
+from app.accounts.idempotency import request_fingerprint
 from app.api import examples
-from app.api.callers import Caller
 from app.api.deps import CallerDep, EngineDep, IntakeDep, SessionDep, require_admin
 from app.api.endpoints import history
-from app.api.errors import Conflict, NotFound, problem_responses
-from app.api.intake import NewJob
+from app.api.errors import problem_responses
 from app.api.openapi_docs import json_example
 from app.api.schemas import (
     BatchOut,
@@ -26,17 +27,23 @@ from app.api.schemas import (
     PathId,
     QueueStatsOut,
 )
-from app.api.submission_queue import enqueue_submissions
-from app.api.submissions import check_options, create_batch, create_generation
-from app.api.views import batch_out, job_out, queue_position
+from app.api.views import (
+    batch_out,
+    job_out,
+    queue_position,
+    recorded_batch_out,
+    recorded_job_out,
+)
+from app.core.errors import Conflict, NotFound
+from app.jobs.admission import IdempotencyKey
 from app.jobs.cancel import JobAlreadyFinished, cancel_job
 from app.jobs.connection import check_connection
 from app.jobs.engine import JobEngine
+from app.jobs.handoff import send_task
 from app.jobs.lookup import find_job
 from app.jobs.models import Batch, Job
 from app.jobs.status import JobStatus
 from app.runpod import RunPodError
-from app.tasks.runpod_tasks import cancel_runpod_job_task
 
 router = APIRouter(prefix="/runpod", tags=["runpod"])
 router.include_router(history.router)
@@ -60,7 +67,7 @@ CANCEL_ERRORS = {
 ADMIN_ERRORS = problem_responses(401, 403, 422)
 MAX_WAIT_S = 60
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+)")
-IdempotencyKey = Annotated[str | None, Header(max_length=255, alias="Idempotency-Key")]
+IdempotencyKeyHeader = Annotated[str | None, Header(max_length=255, alias="Idempotency-Key")]
 Prefer = Annotated[str | None, Header(description="`wait=N` (N <= 60) waits for the result.")]
 
 
@@ -75,6 +82,19 @@ def _job_view(engine: JobEngine, job_id: str, *, replayed: bool = False) -> JobO
         )
 
 
+def _batch_view(engine: JobEngine, batch_id: str) -> BatchOut:
+    with engine.db.session() as session:
+        batch = session.get_one(Batch, batch_id)
+        price = engine.settings.gpu_price_per_second
+        return batch_out(batch, price_per_second=price, replayed=True)
+
+
+def _idempotency(route: str, body: BaseModel, key: str | None) -> IdempotencyKey | None:
+    if key is None:
+        return None
+    return IdempotencyKey(key, request_fingerprint(route, body.model_dump(mode="json")))
+
+
 @router.post("/generate", status_code=202, summary="Start a generation", responses=SUBMIT_ERRORS)
 async def generate(
     body: GenerateRequest,
@@ -82,24 +102,18 @@ async def generate(
     engine: EngineDep,
     intake: IntakeDep,
     response: Response,
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: IdempotencyKeyHeader = None,
     prefer: Prefer = None,
 ) -> JobOut:
     """Accept a prompt; answers 202 with the job and its status URL. With `Prefer: wait=N`,
     answers 200 with the finished job if it ends within N seconds."""
-    if idempotency_key is not None:
-        job_id, replayed = await run_in_threadpool(
-            create_generation, engine, caller, body, idempotency_key
-        )
-        if not replayed:
-            await run_in_threadpool(enqueue_submissions, [job_id])
-        view = await run_in_threadpool(_job_view, engine, job_id, replayed=replayed)
+    accepted = await intake.accept(
+        caller, [body.prompt], body, idempotency=_idempotency("generate", body, idempotency_key)
+    )
+    if accepted.replayed:
+        view = await run_in_threadpool(_job_view, engine, accepted.resource_id, replayed=True)
     else:
-        if body.webhook_url is None:
-            timeout_s = check_options(engine.settings, body)
-        else:  # checking a webhook URL resolves its host name: not on the event loop
-            timeout_s = await run_in_threadpool(check_options, engine.settings, body)
-        view = await intake.accept(NewJob(caller=caller, body=body, timeout_s=timeout_s))
+        view = recorded_job_out(accepted.jobs[0])
     wait = _wait_seconds(prefer)
     if wait and not view.status.is_terminal:
         view = await _wait_for(engine, view.id, wait, replayed=view.replayed)
@@ -119,23 +133,20 @@ async def generate_batch(
     body: BatchRequest,
     caller: CallerDep,
     engine: EngineDep,
-    idempotency_key: IdempotencyKey = None,
+    intake: IntakeDep,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> BatchOut:
     """One batch, one job per prompt, all submitted to RunPod concurrently."""
-    batch_id, replayed = await run_in_threadpool(
-        create_batch, engine, caller, body, idempotency_key
+    accepted = await intake.accept(
+        caller,
+        body.prompts,
+        body,
+        batch=True,
+        idempotency=_idempotency("batch", body, idempotency_key),
     )
-
-    def load() -> BatchOut:
-        with engine.db.session() as session:
-            batch = session.get_one(Batch, batch_id)
-            price = engine.settings.gpu_price_per_second
-            return batch_out(batch, price_per_second=price, replayed=replayed)
-
-    view = await run_in_threadpool(load)
-    if not replayed:
-        await run_in_threadpool(enqueue_submissions, [job.id for job in view.jobs])
-    return view
+    if accepted.replayed:
+        return await run_in_threadpool(_batch_view, engine, accepted.resource_id)
+    return recorded_batch_out(accepted.resource_id, accepted.jobs)
 
 
 @router.get("/status/{task_id}", summary="A job's status and result", responses=JOB_ERRORS)
@@ -158,7 +169,7 @@ def cancel(task_id: PathId, caller: CallerDep, engine: EngineDep) -> JobOut:
         job_id = job.id
     if runpod_job_id:
         try:
-            cancel_runpod_job_task.delay(runpod_job_id)
+            send_task("cancel_runpod_job_task", runpod_job_id)
         except Exception as error:  # noqa: BLE001 - RunPod's deadline policy stops it anyway
             logger.warning("could not enqueue the RunPod cancel of {}: {}", runpod_job_id, error)
     return _job_view(engine, job_id)

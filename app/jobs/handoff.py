@@ -1,38 +1,32 @@
-"""What the API does around recording submissions: the asyncio ledger engine that records them
-on PostgreSQL (`app.jobs.bulk_record`), and handing the recorded jobs to the workers."""
+"""Handing work to the workers: Celery messages sent by task name, so the jobs domain never
+imports the tasks module (which imports it). A message is only ever a nudge: the ledger holds
+the work, and the tracker finds whatever a lost message was about."""
 
 import asyncio
 import time
+from typing import Any
 
 from loguru import logger
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from app.core.db import normalize_database_url
-from app.tasks.runpod_tasks import submit_jobs_task
+from app.celery_app import TASKS_MODULE, celery_app
 
 # The most jobs handed to the workers in one message, and how often one is sent under load.
 MESSAGE_JOBS = 500
 SEND_EVERY_S = 0.1
 
 
-def ledger_engine(url: str) -> AsyncEngine | None:
-    """An asyncio engine (psycopg's async mode) on the same PostgreSQL database, each statement
-    its own transaction; None for SQLite, whose writes stay in worker threads."""
-    url = normalize_database_url(url)
-    if make_url(url).get_backend_name() != "postgresql":
-        return None
-    return create_async_engine(
-        url, isolation_level="AUTOCOMMIT", pool_pre_ping=True, pool_size=4, max_overflow=4
-    )
+def send_task(name: str, *args: Any) -> None:
+    """Send `app.tasks.runpod_tasks.<name>(*args)`; its queue comes from `TASK_ROUTES`. Nobody
+    waits for these tasks' results (the ledger has them), so none is subscribed to."""
+    celery_app.send_task(f"{TASKS_MODULE}.{name}", args=args, ignore_result=True)
 
 
 def enqueue_submissions(job_ids: list[str]) -> None:
-    """Hand committed jobs to the workers in one message."""
+    """Ask the workers to submit committed jobs, in one message."""
     if not job_ids:
         return
     try:
-        submit_jobs_task.delay(job_ids)
+        send_task("submit_jobs_task", job_ids)
     except Exception as error:  # noqa: BLE001 - any broker failure is recovered the same way
         # A lost message is not a lost job: the tracker submits pending jobs that are due.
         logger.warning("could not enqueue {} jobs now, the tracker will: {}", len(job_ids), error)

@@ -1,0 +1,103 @@
+"""An API process's intake: the job requests that arrive together are accepted in one
+transaction (`app.jobs.admission`, grouped by `app.core.batching`), and their jobs handed to
+the workers from the background once recorded (`app.jobs.handoff`).
+
+Under load one connection checkout, one commit and one broker message serve many requests;
+with one request in flight nothing waits for a timer.
+"""
+
+import asyncio
+from collections.abc import Sequence
+from functools import partial
+
+from sqlalchemy.exc import IntegrityError
+
+from app.accounts.callers import Caller
+from app.core.batching import GroupRunner
+from app.core.config import Settings
+from app.core.db import Database
+from app.core.errors import Conflict, PodrelayError
+from app.jobs.admission import Accepted, IdempotencyKey, JobRequest, accept_requests
+from app.jobs.handoff import SubmissionQueue
+from app.jobs.options import GenerationOptions, check_options
+
+
+def job_request(
+    settings: Settings,
+    caller: Caller,
+    prompts: Sequence[str],
+    options: GenerationOptions,
+    *,
+    batch: bool = False,
+    idempotency: IdempotencyKey | None = None,
+    celery_task_id: str | None = None,
+    batch_id: str | None = None,
+) -> JobRequest:
+    """A request whose options passed `check_options` (which may resolve a host name)."""
+    return JobRequest(
+        caller=caller,
+        prompts=tuple(prompts),
+        options=options,
+        timeout_s=check_options(settings, options),
+        batch=batch,
+        idempotency=idempotency,
+        celery_task_id=celery_task_id,
+        batch_id=batch_id,
+    )
+
+
+class Intake:
+    """Per API process: groups concurrent job requests into shared transactions."""
+
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self._settings = settings
+        self._db = db
+        self._groups: GroupRunner[JobRequest, Accepted] = GroupRunner(self._accept_group)
+        self._submissions = SubmissionQueue()
+
+    async def accept(
+        self,
+        caller: Caller,
+        prompts: Sequence[str],
+        options: GenerationOptions,
+        *,
+        batch: bool = False,
+        idempotency: IdempotencyKey | None = None,
+    ) -> Accepted:
+        """Accept the request (see `app.jobs.admission`), or raise its refusal."""
+        make = partial(
+            job_request,
+            self._settings,
+            caller,
+            prompts,
+            options,
+            batch=batch,
+            idempotency=idempotency,
+        )
+        # Checking a webhook URL resolves its host name: not on the event loop.
+        request = await asyncio.to_thread(make) if options.webhook_url else make()
+        accepted = await self._groups.run(request)
+        if accepted.jobs:
+            self._submissions.put([recorded.job.id for recorded in accepted.jobs])
+        return accepted
+
+    async def _accept_group(self, requests: list[JobRequest]) -> list[Accepted | Exception]:
+        try:
+            return list(await self._db.run(accept_requests, requests))
+        except IntegrityError:
+            # Another process remembered one of these Idempotency-Keys meanwhile: alone, each
+            # request sees its record now, and is that request's replay.
+            return [await self._accept_alone(request) for request in requests]
+
+    async def _accept_alone(self, request: JobRequest) -> Accepted | PodrelayError:
+        try:
+            return (await self._db.run(accept_requests, [request]))[0]
+        except IntegrityError:
+            return Conflict(
+                "a concurrent request with this Idempotency-Key is in progress",
+                code="idempotency_key_in_use",
+            )
+
+    async def aclose(self) -> None:
+        """Send the submissions still queued."""
+        await self._submissions.aclose()
