@@ -30,8 +30,6 @@ TASKS_MODULE = "app.tasks.runpod_tasks"
 TASK_ROUTES = {
     f"{TASKS_MODULE}.generate_image_runpod_task": TaskQueue.HIGH_PRIORITY,
     f"{TASKS_MODULE}.generate_image_batch_task": TaskQueue.HIGH_PRIORITY,
-    f"{TASKS_MODULE}.submit_job_task": TaskQueue.HIGH_PRIORITY,
-    f"{TASKS_MODULE}.submit_jobs_task": TaskQueue.HIGH_PRIORITY,
     f"{TASKS_MODULE}.track_jobs": TaskQueue.TRACKING,
     f"{TASKS_MODULE}.store_images_task": TaskQueue.TRACKING,
     f"{TASKS_MODULE}.cancel_runpod_job_task": TaskQueue.TRACKING,

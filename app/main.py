@@ -34,11 +34,9 @@ async def lifespan(application: FastAPI) -> AsyncIterator[None]:
     state.intake = Intake(engine.settings, engine.db)
     state.webhooks = WebhookReceiver(engine.db, engine.store)
     yield
-    await state.intake.aclose()
     await state.rate_limiter.aclose()
     await engine.aclose()
     await close_client()
-    await engine.db.adispose()
 
 
 def create_app() -> FastAPI:

@@ -7,15 +7,17 @@ Real parts, all on 127.0.0.1 in a temporary directory: the RunPod simulator as a
 (one simulated GPU worker per job, RunPod's default rate limits: /run 1000 and /status 2000
 per 10 s), PostgreSQL (a database created and dropped per run; `--db sqlite` for a file),
 Redis db 9 as the broker (flushed before and after; `--broker embedded` for the file-system
-broker), the API under uvicorn as the webhook receiver (webhook mode), and ONE Celery worker
-(`app.devstack.worker_argv()`: threads pool with embedded beat driving the tracker).
+broker), the API under uvicorn as the webhook receiver (webhook mode), and one Celery worker
+(`app.devstack.worker_argv()`: threads pool with embedded beat driving the tracker), or more.
 
-Jobs enter as the API's create path makes them: `app.jobs.service.insert_jobs` commits the
-ledger rows, then `submit_job_task` is sent through `app.celery_app.create_celery(settings)`.
-Each job has a distinct prompt, so a second RunPod job for one input shows as a duplicate at the
-simulator.
+Jobs enter as the API records them (`app.jobs.service.record_jobs`), all at once; the workers'
+dispatchers find them in the gateway-held queue and send them at RunPod's /run allowance
+(`--workers N` runs N worker processes, each dispatching). Each job has a distinct prompt, so a
+second RunPod job for one input shows as a duplicate at the simulator.
 
-Per mode it reports jobs lost (not final at the end), duplicates, completions, the lag from the
+Per mode it reports the rate RunPod accepted jobs at against its /run allowance, jobs that
+expired in Podrelay's queue before submission, jobs lost (not final at the end), duplicates,
+completions, the lag from the
 simulator finishing a job to the job being final in the ledger (`finished_at` minus the
 simulator's own finish time, from `GET /_sim/jobs`), RunPod calls per job by operation, the
 worker's peak RSS and CPU (its whole process tree, from /proc every 0.5 s), and in polling mode
@@ -66,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--job-timeout", type=float, help="each job's timeout in s (default: the engine's, 300)"
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes, each dispatching (default 1)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     args = parser.parse_args(argv)
@@ -90,6 +95,7 @@ def run(args: argparse.Namespace, folder: Path) -> list[Result]:
         redis_db=ENGINE_REDIS_DB if redis else None,
         timeout_s=args.timeout,
         job_timeout_s=args.job_timeout,
+        workers=args.workers,
     )
     modes = ["webhook", "polling"] if args.mode == "both" else [args.mode]
     results = []

@@ -37,7 +37,6 @@ from bench.stack import (
     wait_ready,
 )
 
-SUBMIT_TASK = "app.tasks.runpod_tasks.submit_job_task"
 SMALL = GenerationParams(width=256, height=256)
 ENDPOINT = "bench-inflight"
 _CHUNK = 500
@@ -54,6 +53,7 @@ class RunOptions:
     redis_db: int | None  # None: the embedded broker
     timeout_s: float  # bound of one measurement
     job_timeout_s: float | None  # RUNPOD_JOB_TIMEOUT of the jobs; None: the engine's default
+    workers: int = 1  # worker processes, each with its dispatcher
 
 
 @dataclass
@@ -119,22 +119,27 @@ def run_engine(mode: str, options: RunOptions, folder: Path) -> Result:
                     running([*api, "--port", str(api_port)], env, folder / "api.log")
                 )
                 wait_http(f"http://127.0.0.1:{api_port}/healthz")
-            node = f"inflight-{mode}@bench"
-            worker = stack.enter_context(
-                running([*worker_argv(), "-n", node], env, folder / "worker.log")
-            )
             celery = create_celery(settings)
             stack.callback(celery.close)
-            wait_ready(celery, node, process=worker)
-            sampler = TreeSampler(worker.pid)
-            sampler.mark_start()
-            sampler.start()
+            samplers = []
+            for number in range(options.workers):
+                node = f"inflight-{mode}-{number}@bench"
+                # Only the first runs the beat (the tracker's schedule); every one dispatches.
+                argv = [*worker_argv(beat=number == 0), "-n", node]
+                worker = stack.enter_context(running(argv, env, folder / f"worker-{number}.log"))
+                wait_ready(celery, node, process=worker)
+                samplers.append(TreeSampler(worker.pid))
+            for sampler in samplers:
+                sampler.mark_start()
+                sampler.start()
             started = time.monotonic()
-            _enqueue(celery, settings, ledger, options.jobs, mode)
+            _enqueue(settings, ledger, options.jobs, mode)
             watch = _watch(sim, ledger, deadline=started + options.timeout_s)
             wall_s = time.monotonic() - started
-            sampler.finish()
-        result = _collect(mode, sim, ledger, options, watch, sampler, wall_s)
+            for sampler in samplers:
+                sampler.finish()
+        result = _collect(mode, sim, ledger, options, watch, samplers, wall_s)
+        result.allowance_per_s = settings.runpod_run_rate_limit / settings.runpod_status_rate_window
         if mode == "polling":
             result.status_max_10s = watch.max_per_window()
             result.status_limit = settings.runpod_status_rate_limit
@@ -142,7 +147,8 @@ def run_engine(mode: str, options: RunOptions, folder: Path) -> Result:
         return result
 
 
-def _enqueue(celery: Any, settings: Settings, ledger: Database, jobs: int, tag: str) -> None:
+def _enqueue(settings: Settings, ledger: Database, jobs: int, tag: str) -> None:
+    """Record the jobs as the API does; the workers' dispatchers find them in the ledger."""
     for first in range(0, jobs, _CHUNK):
         chunk = [
             NewJob(
@@ -155,8 +161,6 @@ def _enqueue(celery: Any, settings: Settings, ledger: Database, jobs: int, tag: 
         ]
         with ledger.session() as session:
             record_jobs(session, chunk)
-        for job in chunk:
-            celery.send_task(SUBMIT_TASK, args=[job.id])
 
 
 def _watch(sim: SimulatorProcess, ledger: Database, *, deadline: float) -> Watch:
@@ -190,7 +194,7 @@ def _collect(
     ledger: Database,
     options: RunOptions,
     watch: Watch,
-    sampler: TreeSampler,
+    samplers: list[TreeSampler],
     wall_s: float,
 ) -> Result:
     counters: dict[str, Any] = sim.get("/_sim/counters")
@@ -198,6 +202,9 @@ def _collect(
     completed_at = watch.completed_at
     with ledger.session() as session:
         jobs = session.execute(select(Job.status, Job.runpod_job_id, Job.finished_at)).all()
+        expired = session.scalar(
+            select(func.count()).select_from(Job).where(Job.error_code == "expired_in_queue")
+        )
         first, last, accepted = session.execute(
             select(
                 func.min(Job.created_at), func.max(Job.submitted_at), func.count(Job.submitted_at)
@@ -231,8 +238,10 @@ def _collect(
         duplicates=sum(count - 1 for count in fingerprints.values()),
         calls=counters["calls"],
         responses_429=sum(codes.get("429", 0) for codes in counters["responses"].values()),
-        peak_rss_mb=sampler.peak_rss_mb,
-        cpu_s=sampler.work_cpu_s,
+        peak_rss_mb=max(sampler.peak_rss_mb for sampler in samplers),
+        cpu_s=sum(sampler.work_cpu_s for sampler in samplers),
+        workers=options.workers,
+        expired_before_submission=expired or 0,
         lost=options.jobs - sum(status.is_terminal for status in statuses),
         other_terminal=dict(others),
         images_stored=stored or 0,

@@ -9,10 +9,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-# The issue's targets for 10,000 in-flight jobs.
+# The issues' targets for 10,000 in-flight jobs.
 MAX_LAG_P99_S = 0.5
 MAX_CALLS_PER_JOB = 2.0
 MAX_WORKER_RSS_MB = 300.0
+MAX_CPU_MS_PER_JOB = 8.0  # webhook mode
+MIN_DISPATCH_SHARE = 0.9  # of RunPod's /run allowance, per worker process
 
 
 @dataclass
@@ -35,6 +37,9 @@ class Result:
     webhooks: dict[str, int] = field(default_factory=dict)  # the simulator's delivery counts
     lag_s: dict[str, float] = field(default_factory=dict)  # p50, p99, max
     accepted_per_s: float | None = None  # jobs RunPod accepted per second of submitting
+    allowance_per_s: float | None = None  # RunPod's /run allowance per second
+    workers: int = 1  # worker processes (each with its dispatcher)
+    expired_before_submission: int | None = None  # timed out in Podrelay's queue
     status_max_10s: int | None = None
     status_limit: int | None = None
 
@@ -46,13 +51,22 @@ class Result:
     def cpu_ms_per_job(self) -> float:
         return 1000 * self.cpu_s / max(1, self.completed)
 
+    @property
+    def dispatch_share(self) -> float | None:
+        """Jobs RunPod accepted per second against its /run allowance."""
+        if self.accepted_per_s is None or not self.allowance_per_s:
+            return None
+        return self.accepted_per_s / self.allowance_per_s
+
     def targets(self) -> dict[str, bool]:
         """The issue's targets that apply to this run, and whether each was met."""
         if self.lost is None:
             return {}
         met = {"0 lost": self.lost == 0, "every job completed": self.completed == self.jobs}
+        met["0 expired before submission"] = self.expired_before_submission == 0
         if self.status_limit is None:  # webhook mode
             met["0 duplicates"] = self.duplicates == 0
+            met[f"CPU <= {MAX_CPU_MS_PER_JOB:g} ms/job"] = self.cpu_ms_per_job <= MAX_CPU_MS_PER_JOB
             met[f"lag p99 <= {MAX_LAG_P99_S} s"] = self.lag_s.get("p99", math.inf) <= MAX_LAG_P99_S
             met[f"<= {MAX_CALLS_PER_JOB:g} calls/job"] = self.calls_per_job <= MAX_CALLS_PER_JOB
             met[f"RSS <= {MAX_WORKER_RSS_MB:g} MB"] = self.peak_rss_mb <= MAX_WORKER_RSS_MB
@@ -80,6 +94,13 @@ def _lag(result: Result) -> str:
     return f"{lag['p50']:.3f} / {lag['p99']:.3f} / {lag['max']:.2f}"
 
 
+def _share(result: Result) -> str:
+    share = result.dispatch_share
+    if share is None or result.allowance_per_s is None:
+        return "-"
+    return f"{share:.0%} of {result.allowance_per_s:g}/s"
+
+
 def _opt(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
@@ -96,7 +117,10 @@ def _rows(result: Result) -> dict[str, str]:
     return {
         "jobs enqueued": f"{result.jobs:,}",
         "RunPod jobs created": f"{result.runpod_jobs:,}",
+        "worker processes": str(result.workers),
         "accepted by RunPod per s": "-" if rate is None else f"{rate:.1f}",
+        "  against the /run allowance": _share(result),
+        "expired before submission": _opt(result.expired_before_submission),
         "peak in flight at RunPod": f"{result.peak_in_flight:,}",
         "completed": f"{result.completed:,}",
         "other final states": others or "-",
@@ -145,6 +169,7 @@ def write_json(path: Path, results: list[Result], config: dict[str, Any]) -> Non
                 **asdict(result),
                 "calls_per_job": result.calls_per_job,
                 "cpu_ms_per_job": result.cpu_ms_per_job,
+                "dispatch_share": result.dispatch_share,
                 "targets": result.targets(),
             }
             for result in results

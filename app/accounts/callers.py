@@ -10,6 +10,7 @@ from app.accounts.service import hash_key
 from app.core.batching import GroupRunner
 from app.core.config import Environment, Settings
 from app.core.db import Database
+from app.scheduler.fair import Priority
 
 ANONYMOUS = "anonymous"
 
@@ -24,6 +25,8 @@ class Caller:
     webhook_secret: str = field(repr=False)
     requests_per_minute: int
     max_concurrent_jobs: int  # 0: no cap
+    max_priority: Priority = Priority.NORMAL  # the highest its jobs may ask for
+    weight: float = 1.0  # its share of capacity against other owners' (`app.scheduler.fair`)
 
     @property
     def capped(self) -> bool:
@@ -38,6 +41,8 @@ def key_caller(key: ApiKey, settings: Settings) -> Caller:
         webhook_secret=key.webhook_secret,
         requests_per_minute=key.requests_per_minute or settings.requests_per_minute,
         max_concurrent_jobs=key.max_concurrent_jobs or settings.max_concurrent_jobs,
+        max_priority=Priority(key.max_priority or settings.default_max_priority),
+        weight=key.weight or 1.0,
     )
 
 
@@ -50,6 +55,7 @@ def internal_caller(settings: Settings, owner: str) -> Caller:
         webhook_secret=settings.webhook_signing_secret.get_secret_value(),
         requests_per_minute=settings.requests_per_minute,
         max_concurrent_jobs=0,
+        max_priority=Priority.HIGH,
     )
 
 
@@ -61,6 +67,7 @@ def anonymous_caller(settings: Settings) -> Caller:
         webhook_secret=settings.webhook_signing_secret.get_secret_value(),
         requests_per_minute=settings.requests_per_minute,
         max_concurrent_jobs=settings.max_concurrent_jobs,
+        max_priority=Priority(settings.default_max_priority),
     )
 
 

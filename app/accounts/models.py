@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, Integer, String, UniqueConstraint
+from sqlalchemy import Boolean, Float, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, UTCDateTime, utcnow
@@ -21,6 +21,10 @@ class ApiKey(Base):
     webhook_secret: Mapped[str] = mapped_column(String(64))
     requests_per_minute: Mapped[int | None] = mapped_column(Integer)
     max_concurrent_jobs: Mapped[int | None] = mapped_column(Integer)
+    # The highest priority its jobs may ask for (high, normal or low), and its share of
+    # capacity against other keys' (`app.scheduler.fair`); unset: the settings' defaults.
+    max_priority: Mapped[str | None] = mapped_column(String(8))
+    weight: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

@@ -19,6 +19,7 @@ BATCH_ID = "batch_8d1e4b7a2c9f60e3b5a1d7c4"
 BATCH_JOB_IDS = ("job_a41c7e9b03d25f8e6b1c4d70", "job_c2e85f1a7b9d3064e8a1f5b2")
 IMAGE_IDS = ("img_5b2e9c7a1f3d8e604a2c9b1e", "img_0e7d4a9c2b8f51e63d7a0c94")
 PROMPT = "a lighthouse at dusk, oil painting"
+ENDPOINT_ID = "sdxl-a1b2c3d4e5"
 WEBHOOK_URL = "https://example.com/hooks/podrelay"
 
 GENERATE_REQUEST: Json = {"prompt": "beautiful anime girl"}
@@ -62,6 +63,10 @@ def job(job_id: str, prompt: str, **changes: Any) -> Json:
         "params": PARAMS,
         "progress": None,
         "queue_position": None,
+        "queue": None,
+        "route": "default",
+        "endpoint": None,
+        "priority": "normal",
         "attempts": 0,
         "error": None,
         "timings": _timings(),
@@ -123,6 +128,7 @@ COMPLETED_JOB = job(
     PROMPT,
     status="completed",
     attempts=1,
+    endpoint=ENDPOINT_ID,
     timings=_FINISHED,
     cost=_COST,
     images=[image(IMAGE_IDS[0], seed=1234)],
@@ -134,6 +140,7 @@ CANCELLED_JOB = job(
     PROMPT,
     status="cancelled",
     attempts=1,
+    endpoint=ENDPOINT_ID,
     error={"code": "cancelled", "message": "cancelled by the user"},
     timings=_timings(
         submitted_at="2026-03-14T09:26:53.402871Z",
@@ -151,6 +158,7 @@ BATCH_JOBS = (
         params=_BATCH_PARAMS,
         status="completed",
         attempts=1,
+        endpoint=ENDPOINT_ID,
         timings=_FINISHED,
         cost=_COST,
         images=[image(IMAGE_IDS[1], seed=3141592653)],
@@ -162,6 +170,7 @@ BATCH_JOBS = (
         params=_BATCH_PARAMS,
         status="running",
         attempts=1,
+        endpoint=ENDPOINT_ID,
         progress={"progress": 0.48, "step": 12, "total_steps": 25},
         timings=_timings(
             submitted_at="2026-03-14T09:26:53.405112Z",

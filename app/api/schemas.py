@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.api import examples
 from app.jobs.options import NO_NUL, GenerationOptions, Prompt
 from app.jobs.status import JobStatus
+from app.scheduler.fair import Priority
 
 PathId = Annotated[str, Path(pattern=NO_NUL)]
 
@@ -60,6 +61,14 @@ class TimingsOut(BaseModel):
     execution_ms: int | None = Field(description="Time a RunPod worker ran it.")
 
 
+class QueueOut(BaseModel):
+    podrelay_position: int | None = Field(description="Jobs ahead of it in Podrelay's queue.")
+    runpod_position: int | None = Field(description="Our jobs ahead of it at its endpoint.")
+    eta_s: float | None = Field(
+        description="Seconds until it should be done, from the endpoints' recent pace."
+    )
+
+
 class CostOut(BaseModel):
     gpu_seconds: float | None
     estimated_usd: float | None
@@ -104,7 +113,18 @@ class JobOut(BaseModel):
     negative_prompt: str | None
     params: dict[str, Any]
     progress: Any = None
-    queue_position: int | None = Field(description="Jobs ahead of this one, while it waits.")
+    queue_position: int | None = Field(
+        description="Jobs ahead of this one while it waits: in Podrelay's queue while pending, "
+        "at its RunPod endpoint while queued (null in the 202, which does not count them)."
+    )
+    queue: QueueOut | None = Field(
+        default=None, description="Where it waits and when it should be done, while it waits."
+    )
+    route: str = Field(default="default", description="The route (model) that runs it.")
+    endpoint: str | None = Field(
+        default=None, description="The RunPod endpoint its latest submission went to."
+    )
+    priority: Priority = Priority.NORMAL
     attempts: int
     error: ErrorOut | None
     timings: TimingsOut

@@ -3,8 +3,8 @@
 from collections import Counter
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy import select
+from sqlalchemy.orm import object_session
 
 from app.api.schemas import (
     BatchOut,
@@ -13,6 +13,7 @@ from app.api.schemas import (
     ImageOut,
     JobOut,
     LinksOut,
+    QueueOut,
     TimingsOut,
     WebhookAttemptOut,
     WebhookDeliveryOut,
@@ -21,9 +22,10 @@ from app.jobs.models import Batch, Job, JobImage
 from app.jobs.service import RecordedJob
 from app.jobs.status import JobStatus
 from app.notify.models import WebhookDelivery
+from app.scheduler.fair import Priority
+from app.scheduler.queue import Place
 
 API_PREFIX = "/api/v1/runpod"
-_WAITING = (JobStatus.PENDING, JobStatus.QUEUED)
 
 
 def image_url(image_id: str) -> str:
@@ -42,19 +44,6 @@ def image_out(image: JobImage) -> ImageOut:
         sha256=image.sha256,
         seed=image.seed,
     )
-
-
-def queue_position(session: Session, job: Job) -> int | None:
-    """How many of Podrelay's waiting jobs were accepted before this one."""
-    if job.status not in _WAITING:
-        return None
-    ahead = session.scalar(
-        select(func.count())
-        .select_from(Job)
-        .where(Job.status.in_([status.value for status in _WAITING]))
-        .where(Job.created_at < job.created_at)
-    )
-    return int(ahead or 0)
 
 
 def webhook_delivery_out(delivery: WebhookDelivery) -> WebhookDeliveryOut:
@@ -91,7 +80,7 @@ def job_out(
     job: Job,
     *,
     price_per_second: float,
-    position: int | None = None,
+    place: Place | None = None,
     replayed: bool = False,
     fresh: bool = False,
 ) -> JobOut:
@@ -105,7 +94,15 @@ def job_out(
         negative_prompt=job.negative_prompt,
         params=job.params,
         progress=job.progress,
-        queue_position=position,
+        queue_position=_ahead(place),
+        queue=QueueOut(
+            podrelay_position=place.podrelay, runpod_position=place.runpod, eta_s=place.eta_s
+        )
+        if place
+        else None,
+        route=job.route,
+        endpoint=job.endpoint,
+        priority=Priority.from_rank(job.priority),
         attempts=job.attempts,
         error=ErrorOut(code=job.error_code, message=job.error_message) if job.error_code else None,
         timings=TimingsOut(
@@ -129,6 +126,12 @@ def job_out(
     )
 
 
+def _ahead(place: Place | None) -> int | None:
+    if place is None:
+        return None
+    return place.podrelay if place.podrelay is not None else place.runpod
+
+
 def recorded_job_out(recorded: RecordedJob) -> JobOut:
     """A job `record_jobs` has just recorded: pending, nothing run or spent yet."""
     job = recorded.job
@@ -142,6 +145,10 @@ def recorded_job_out(recorded: RecordedJob) -> JobOut:
             "negative_prompt": job.negative_prompt,
             "params": job.params,
             "queue_position": None,
+            "queue": None,
+            "route": job.route,
+            "endpoint": None,
+            "priority": Priority.from_rank(job.priority),
             "attempts": 0,
             "error": None,
             "timings": {

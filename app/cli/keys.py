@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from app.core.config import settings_or_exit
+from app.scheduler.fair import Priority
 
 if TYPE_CHECKING:
     from app.core.db import Database
@@ -25,12 +26,22 @@ def _database() -> "Database":
 def keys_create(
     name: Annotated[str, typer.Argument(help="Who or what the key is for.")],
     admin: Annotated[bool, typer.Option(help="Allow queue stats and the connection test.")] = False,
+    max_priority: Annotated[
+        Priority | None,
+        typer.Option(help="The highest priority its jobs may ask for (default: the setting's)."),
+    ] = None,
+    weight: Annotated[
+        float | None,
+        typer.Option(min=0.01, max=100, help="Its share of capacity against other keys' (1)."),
+    ] = None,
 ) -> None:
     """Create a key; its secret and webhook signing secret are printed once, never stored."""
     from app.accounts.service import create_key
 
     with _database().session() as session:
         key, plaintext = create_key(session, name=name, is_admin=admin)
+        key.max_priority = max_priority.value if max_priority else None
+        key.weight = weight
         typer.echo(f"id:             {key.id}")
         typer.echo(f"api key:        {plaintext}")
         typer.echo(f"webhook secret: {key.webhook_secret}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -140,7 +140,31 @@ class Settings(BaseSettings):
         default=1.0,
         gt=0,
         le=60,
-        description="Seconds between tracker ticks (resubmissions, polls, deadlines, downloads).",
+        description="Seconds between tracker ticks (polls, deadlines, downloads, webhooks).",
+    )
+    max_in_flight: int = Field(
+        default=0,
+        ge=0,
+        description="Jobs an endpoint may hold at once (queued or running at RunPod); 0: "
+        "IN_FLIGHT_PER_WORKER times the workers its /health reports, at least IN_FLIGHT_FLOOR.",
+    )
+    in_flight_per_worker: float = Field(
+        default=2.0, gt=0, description="Jobs in flight per ready, running or starting worker."
+    )
+    in_flight_floor: int = Field(
+        default=8, ge=1, description="Jobs in flight at an endpoint with no worker up yet."
+    )
+    health_check_interval: float = Field(
+        default=5.0, gt=0, le=300, description="Seconds between /health checks of an endpoint."
+    )
+    queue_order: Literal["fair", "fifo"] = Field(
+        default="fair",
+        description="`fair`: within a priority, owners share the endpoints by weight; `fifo`: "
+        "first come, first served (one owner's burst delays everyone behind it).",
+    )
+    default_max_priority: Literal["high", "normal", "low"] = Field(
+        default="normal",
+        description="The highest `priority` a key may ask for unless the key says otherwise.",
     )
     webhook_safety_poll: float = Field(
         default=60.0,

@@ -5,8 +5,11 @@ accepted whole or refused with one error (`app.core.errors`):
 - the caller's API key is still live: a key revoked a moment ago records nothing;
 - an `Idempotency-Key` seen before gives back what it made then (a replay), or a conflict
   when it came with another request;
-- the caller's cap on unfinished jobs holds.
-The options a schema cannot check come first (`app.jobs.options.check_options`).
+- the caller may ask for the request's priority;
+- the caller's cap on unfinished jobs holds;
+- the route's queue can start the jobs before their deadline (`app.scheduler.queue`).
+The options a schema cannot check come first (`app.jobs.options.check_options`). The jobs let
+through get their place in the queue: their priority and fair tag (`app.scheduler.fair`).
 
 `accept_requests` decides and records many requests in one transaction, in their order: the
 jobs it lets through count against the caps of those after them, and a request repeating an
@@ -22,13 +25,20 @@ from sqlalchemy.orm import Session
 from app.accounts.callers import Caller
 from app.accounts.idempotency import Fingerprinted, earlier_requests, remember_all
 from app.accounts.service import live_key_ids
+from app.core.config import Settings
 from app.core.db import database_now
-from app.core.errors import Conflict, PodrelayError, RateLimited, invalid_api_key
+from app.core.errors import Conflict, Forbidden, PodrelayError, RateLimited, invalid_api_key
 from app.jobs import service
 from app.jobs.models import Job
 from app.jobs.options import GenerationOptions, params_json
 from app.jobs.service import NewJob, RecordedJob, new_id
 from app.jobs.status import ACTIVE
+from app.scheduler.fair import Priority
+from app.scheduler.queue import Placement, admission_refusals, reserve_tags
+from app.scheduler.routes import DEFAULT_ROUTE
+
+# Under QUEUE_ORDER=fifo every job is this one owner's, so tags follow arrival.
+FIFO_OWNER = "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +59,8 @@ class JobRequest:
     idempotency: IdempotencyKey | None = None
     celery_task_id: str | None = None  # the seed's task that asked for the job
     batch_id: str | None = None  # a batch id chosen by the caller (the seed's batch task)
+    priority: Priority = Priority.NORMAL
+    route: str = DEFAULT_ROUTE
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,67 +73,133 @@ class Accepted:
     replayed: bool = False
 
 
+@dataclass(slots=True)
+class _Decision:
+    request: JobRequest
+    outcome: Accepted | PodrelayError
+    jobs: list[NewJob]
+
+
 def accept_requests(
-    session: Session, requests: Sequence[JobRequest]
+    session: Session, settings: Settings, requests: Sequence[JobRequest]
 ) -> list[Accepted | PodrelayError]:
     """Decide each request in order and record the accepted ones' jobs (see the module)."""
     callers = [request.caller for request in requests]
     live = live_key_ids(session, {caller.key_id for caller in callers})
     keys = [(r.caller.owner, r.idempotency.key) for r in requests if r.idempotency is not None]
-    earlier = earlier_requests(session, keys)
+    earlier: dict[tuple[str, str], Fingerprinted | _Decision] = dict(
+        earlier_requests(session, keys)
+    )
     active = active_job_counts(session, callers)
-    decided: list[tuple[Accepted, list[NewJob]] | PodrelayError] = []
-    for request in requests:
-        try:
-            decided.append(_decide(request, live, earlier, active))
-        except PodrelayError as refusal:
-            decided.append(refusal)
-    new_jobs = [job for d in decided if not isinstance(d, PodrelayError) for job in d[1]]
+    decisions = [_decide(request, live, earlier, active) for request in requests]
+    _place(session, [d for d in decisions if d.jobs], fifo=settings.queue_order == "fifo")
+    new_jobs = [job for decision in decisions for job in decision.jobs]
     _record_batches(session, new_jobs)
     recorded = {job.job.id: job for job in service.record_jobs(session, new_jobs)}
-    remember_all(session, [fresh for fresh in earlier.values() if fresh.new])
+    remember_all(session, [_made(d) for d in decisions if d.jobs and d.request.idempotency])
     return [
-        d
-        if isinstance(d, PodrelayError)
-        else replace(d[0], jobs=tuple(recorded[j.id] for j in d[1]))
-        for d in decided
+        replace(d.outcome, jobs=tuple(recorded[job.id] for job in d.jobs))
+        if isinstance(d.outcome, Accepted)
+        else d.outcome
+        for d in decisions
     ]
 
 
 def _decide(
     request: JobRequest,
     live: set[str],
-    earlier: dict[tuple[str, str], Fingerprinted],
+    earlier: dict[tuple[str, str], Fingerprinted | _Decision],
     active: dict[str, int],
-) -> tuple[Accepted, list[NewJob]]:
+) -> _Decision:
     caller = request.caller
-    if caller.key_id is not None and caller.key_id not in live:
-        raise invalid_api_key()
-    if request.idempotency is not None:
-        seen = earlier.get((caller.owner, request.idempotency.key))
-        if seen is not None:
-            if seen.fingerprint != request.idempotency.fingerprint:
-                raise Conflict(
-                    "this Idempotency-Key was used with a different request",
-                    code="idempotency_key_reused",
-                )
-            return Accepted(seen.resource_id, replayed=True), []
-    check_capacity(caller, active, len(request.prompts))
+    try:
+        if caller.key_id is not None and caller.key_id not in live:
+            raise invalid_api_key()
+        if request.priority.rank < caller.max_priority.rank:
+            raise Forbidden(
+                f"this key may ask for priority {caller.max_priority.value} at most",
+                code="priority_not_allowed",
+            )
+        if request.idempotency is not None:
+            seen = earlier.get((caller.owner, request.idempotency.key))
+            if seen is not None:
+                return _replay(request, seen)
+        check_capacity(caller, active, len(request.prompts))
+    except PodrelayError as refusal:
+        return _Decision(request, refusal, [])
     if caller.owner in active:
         active[caller.owner] += len(request.prompts)
     jobs = _jobs_of(request)
-    resource_id = jobs[0].batch_id if request.batch else jobs[0].id
-    assert resource_id is not None
+    decision = _Decision(request, Accepted(jobs[0].batch_id or jobs[0].id), jobs)
     if request.idempotency is not None:
-        earlier[caller.owner, request.idempotency.key] = Fingerprinted(
-            owner=caller.owner,
-            key=request.idempotency.key,
-            fingerprint=request.idempotency.fingerprint,
-            resource_type="batch" if request.batch else "generate",
-            resource_id=resource_id,
-            new=True,
+        earlier[caller.owner, request.idempotency.key] = decision
+    return decision
+
+
+def _replay(request: JobRequest, seen: "Fingerprinted | _Decision") -> _Decision:
+    """The answer to a request whose Idempotency-Key was seen before: in an earlier
+    transaction (a record), or earlier in this one (a decision, refused or not yet)."""
+    assert request.idempotency is not None
+    if isinstance(seen, _Decision):
+        assert seen.request.idempotency is not None
+        fingerprint = seen.request.idempotency.fingerprint
+        outcome = seen.outcome
+    else:
+        fingerprint, outcome = seen.fingerprint, Accepted(seen.resource_id)
+    if fingerprint != request.idempotency.fingerprint:
+        return _Decision(
+            request,
+            Conflict(
+                "this Idempotency-Key was used with a different request",
+                code="idempotency_key_reused",
+            ),
+            [],
         )
-    return Accepted(resource_id), jobs
+    if isinstance(outcome, PodrelayError):
+        return _Decision(request, outcome, [])
+    return _Decision(request, Accepted(outcome.resource_id, replayed=True), [])
+
+
+def _place(session: Session, decisions: Sequence[_Decision], *, fifo: bool) -> None:
+    """Refuse the requests the queue cannot start in time (`app.scheduler.queue`), and give
+    the others' jobs their place: priority and fair tag. First come, first served is the same
+    with every owner as one."""
+    placements = [_placement(decision, fifo=fifo) for decision in decisions]
+    for decision, refusal in zip(decisions, admission_refusals(session, placements), strict=True):
+        if refusal is not None:
+            decision.outcome, decision.jobs = refusal, []
+    kept = [(d, p) for d, p in zip(decisions, placements, strict=True) if d.jobs]
+    firsts = reserve_tags(session, [placement for _, placement in kept])
+    for (decision, placement), first in zip(kept, firsts, strict=True):
+        step = 1.0 / placement.weight
+        decision.jobs = [
+            replace(job, fair_tag=first + index * step) for index, job in enumerate(decision.jobs)
+        ]
+
+
+def _placement(decision: _Decision, *, fifo: bool) -> Placement:
+    request = decision.request
+    return Placement(
+        queue=(request.route, request.priority.rank),
+        owner=FIFO_OWNER if fifo else request.caller.owner,
+        weight=1.0 if fifo else request.caller.weight,
+        count=len(decision.jobs),
+        timeout_s=request.timeout_s,
+    )
+
+
+def _made(decision: _Decision) -> Fingerprinted:
+    """The idempotency record of an accepted request."""
+    request = decision.request
+    assert request.idempotency is not None
+    assert isinstance(decision.outcome, Accepted)
+    return Fingerprinted(
+        owner=request.caller.owner,
+        key=request.idempotency.key,
+        fingerprint=request.idempotency.fingerprint,
+        resource_type="batch" if request.batch else "generate",
+        resource_id=decision.outcome.resource_id,
+    )
 
 
 def _jobs_of(request: JobRequest) -> list[NewJob]:
@@ -138,6 +216,8 @@ def _jobs_of(request: JobRequest) -> list[NewJob]:
             batch_id=batch_id,
             batch_index=index if request.batch else None,
             celery_task_id=request.celery_task_id,
+            route=request.route,
+            priority=request.priority.rank,
         )
         for index, prompt in enumerate(request.prompts)
     ]

@@ -9,12 +9,14 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from app.core.allowance import Allowance
 from app.core.config import Settings
 from app.core.db import Database
 from app.core.gate import IntervalGate
 from app.core.metrics import observe_runpod_attempt
 from app.media.store import MediaStore
 from app.runpod import RunPodClient
+from app.scheduler.routes import DEFAULT_ROUTE, Endpoint
 from app.services.runpod_client import client_from_settings
 
 RUNPOD_CONCURRENCY = 64
@@ -26,6 +28,7 @@ class JobEngine:
     db: Database
     store: MediaStore
     gate: IntervalGate
+    allowance: Allowance
     _runpod: RunPodClient | None = field(default=None, init=False)
     _http: httpx.AsyncClient | None = field(default=None, init=False)
     _slots: asyncio.Semaphore | None = field(default=None, init=False)
@@ -38,7 +41,13 @@ class JobEngine:
             db=Database(settings.database_url),
             store=MediaStore(settings.media_dir),
             gate=IntervalGate(redis_url=settings.redis_url, folder=settings.data_dir / "gates"),
+            allowance=Allowance(redis_url=settings.redis_url, folder=settings.data_dir / "gates"),
         )
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """The endpoint of the default route: the one RUNPOD_URL names (or the simulator)."""
+        return Endpoint(id=self.settings.runpod_target.endpoint_id, route=DEFAULT_ROUTE)
 
     @property
     def runpod(self) -> RunPodClient:
@@ -77,6 +86,9 @@ class JobEngine:
         return f"{base}/webhooks/runpod/{token}" if base else None
 
     async def aclose(self) -> None:
+        """Close its clients and the database's connections (it can be used again)."""
+        await self.allowance.aclose()
+        await self.db.adispose()
         if self._runpod is not None:
             await self._runpod.aclose()
         if self._http is not None:

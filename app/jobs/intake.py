@@ -1,9 +1,9 @@
 """An API process's intake: the job requests that arrive together are accepted in one
-transaction (`app.jobs.admission`, grouped by `app.core.batching`), and their jobs handed to
-the workers from the background once recorded (`app.jobs.handoff`).
+transaction (`app.jobs.admission`, grouped by `app.core.batching`). Once recorded, the jobs wait
+in the gateway-held queue, where the workers' dispatchers find them (`app.jobs.dispatch`).
 
-Under load one connection checkout, one commit and one broker message serve many requests;
-with one request in flight nothing waits for a timer.
+Under load one connection checkout and one commit serve many requests; with one request in
+flight nothing waits for a timer.
 """
 
 import asyncio
@@ -18,7 +18,6 @@ from app.core.config import Settings
 from app.core.db import Database
 from app.core.errors import Conflict, PodrelayError
 from app.jobs.admission import Accepted, IdempotencyKey, JobRequest, accept_requests
-from app.jobs.handoff import SubmissionQueue
 from app.jobs.options import GenerationOptions, check_options
 
 
@@ -39,6 +38,7 @@ def job_request(
         prompts=tuple(prompts),
         options=options,
         timeout_s=check_options(settings, options),
+        priority=options.priority,
         batch=batch,
         idempotency=idempotency,
         celery_task_id=celery_task_id,
@@ -53,7 +53,6 @@ class Intake:
         self._settings = settings
         self._db = db
         self._groups: GroupRunner[JobRequest, Accepted] = GroupRunner(self._accept_group)
-        self._submissions = SubmissionQueue()
 
     async def accept(
         self,
@@ -76,14 +75,11 @@ class Intake:
         )
         # Checking a webhook URL resolves its host name: not on the event loop.
         request = await asyncio.to_thread(make) if options.webhook_url else make()
-        accepted = await self._groups.run(request)
-        if accepted.jobs:
-            self._submissions.put([recorded.job.id for recorded in accepted.jobs])
-        return accepted
+        return await self._groups.run(request)
 
     async def _accept_group(self, requests: list[JobRequest]) -> list[Accepted | Exception]:
         try:
-            return list(await self._db.run(accept_requests, requests))
+            return list(await self._db.run(accept_requests, self._settings, requests))
         except IntegrityError:
             # Another process remembered one of these Idempotency-Keys meanwhile: alone, each
             # request sees its record now, and is that request's replay.
@@ -91,13 +87,9 @@ class Intake:
 
     async def _accept_alone(self, request: JobRequest) -> Accepted | PodrelayError:
         try:
-            return (await self._db.run(accept_requests, [request]))[0]
+            return (await self._db.run(accept_requests, self._settings, [request]))[0]
         except IntegrityError:
             return Conflict(
                 "a concurrent request with this Idempotency-Key is in progress",
                 code="idempotency_key_in_use",
             )
-
-    async def aclose(self) -> None:
-        """Send the submissions still queued."""
-        await self._submissions.aclose()

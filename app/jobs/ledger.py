@@ -7,10 +7,13 @@ means a second submission. So such writes are retried while the job's lease stil
 
 import asyncio
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
 from loguru import logger
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
+
+from app.core.db import Database
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -19,18 +22,21 @@ _MAX_DELAY_S = 5.0
 
 
 async def write_patiently(
-    deadline: float, write: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    db: Database,
+    deadline: float,
+    write: Callable[Concatenate[Session, P], T],
+    *args: P.args,
+    **kwargs: P.kwargs,
 ) -> T:
-    """Run the synchronous `write` in a thread, again while the database is unreachable,
-    until the event loop's clock reaches `deadline`; then its error propagates.
-
-    `write` must be one transaction, so a failed attempt leaves nothing behind.
+    """Run `write(session, ...)` as one unit of work (`Database.run`), again while the database
+    is unreachable, until the event loop's clock reaches `deadline`; then its error propagates.
+    Being one transaction, a failed attempt leaves nothing behind.
     """
     loop = asyncio.get_running_loop()
     delay = _FIRST_DELAY_S
     while True:
         try:
-            return await asyncio.to_thread(write, *args, **kwargs)
+            return await db.run(write, *args, **kwargs)
         except (OperationalError, InterfaceError) as error:
             if loop.time() + delay > deadline:
                 raise

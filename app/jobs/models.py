@@ -3,7 +3,17 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.core.db import Base, UTCDateTime, utcnow
@@ -27,6 +37,10 @@ class Job(Base):
         Index("ix_jobs_status_next_poll_at", "status", "next_poll_at"),
         # An owner's jobs, and its unfinished ones (the per-key cap counts these).
         Index("ix_jobs_owner_status", "owner", "status"),
+        # The gateway-held queue in dispatch order (`app.scheduler`).
+        Index("ix_jobs_dispatch_order", "status", "route", "priority", "fair_tag"),
+        # An endpoint's jobs in flight (not finished) and its recent ones.
+        Index("ix_jobs_endpoint_finished_at", "endpoint", "finished_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -48,6 +62,12 @@ class Job(Base):
     celery_task_id: Mapped[str | None] = mapped_column(String(64), index=True)
     webhook_url: Mapped[str | None] = mapped_column(Text)
     polls: Mapped[int] = mapped_column(Integer, default=0)
+    # Where it runs: its route (a model), and the endpoint its latest submission went to.
+    route: Mapped[str] = mapped_column(String(64), default="default", server_default="default")
+    endpoint: Mapped[str | None] = mapped_column(String(96))
+    # Its place in the gateway-held queue: strict priority, then fair order (`app.scheduler`).
+    priority: Mapped[int] = mapped_column(SmallInteger, default=1, server_default="1")
+    fair_tag: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -77,6 +97,7 @@ class Submission(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
     token: Mapped[str] = mapped_column(String(64), unique=True)
     outcome: Mapped[str] = mapped_column(String(16))  # sending|accepted|ambiguous|rejected
+    endpoint: Mapped[str | None] = mapped_column(String(96))
     runpod_job_id: Mapped[str | None] = mapped_column(String(96), index=True)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

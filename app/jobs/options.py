@@ -12,6 +12,7 @@ from pydantic import AnyHttpUrl, Field, StringConstraints, TypeAdapter
 from app.core.config import Settings
 from app.core.errors import PodrelayError
 from app.notify.urls import UnsafeWebhookUrl, check_webhook_url
+from app.scheduler.fair import Priority
 from app.services.generation_defaults import MAX_PROMPT_LENGTH, GenerationParams
 
 # PostgreSQL text cannot hold a NUL byte (the statement fails, even a lookup), so no string
@@ -37,6 +38,11 @@ class GenerationOptions(GenerationParams):
         default=None, gt=0, description="Seconds before the job is cancelled (default 300)."
     )
     webhook_url: WebhookUrl | None = None
+    priority: Priority = Field(
+        default=Priority.NORMAL,
+        description="`high`, `normal` or `low`: higher leaves the queue first; a key may ask "
+        "for up to its own maximum (403 `priority_not_allowed` past it).",
+    )
 
 
 def check_options(settings: Settings, options: GenerationOptions) -> float:

@@ -14,12 +14,11 @@ from app.core.db import database_now, utcnow
 from app.jobs.models import Batch, Job, JobEvent, Submission
 from app.jobs.status import ACTIVE, JobStatus, can_move
 from app.notify.deliveries import queue_job_event
+from app.scheduler.routes import DEFAULT_ROUTE
 
 _LOCKED_KEY = "podrelay.locked_jobs"
 # A submission's outcome until RunPod's answer to its POST /run is recorded.
 SENDING = "sending"
-# When the tracker first looks at a new job, to submit it if nothing else has by then.
-FIRST_CHECK_IN_S = 10.0
 _JOBS = Job.metadata.tables[Job.__tablename__]
 _EVENTS = JobEvent.metadata.tables[JobEvent.__tablename__]
 
@@ -52,6 +51,9 @@ class NewJob:
     batch_id: str | None = None
     batch_index: int | None = None
     celery_task_id: str | None = None
+    route: str = DEFAULT_ROUTE
+    priority: int = 1  # `Priority.rank`: 0 is dispatched first
+    fair_tag: float = 0.0  # its place among its queue's jobs (`app.scheduler.fair`)
     id: str = field(default_factory=lambda: new_id("job"))
 
 
@@ -64,18 +66,15 @@ class RecordedJob:
     deadline_at: datetime
 
 
-def record_jobs(
-    session: Session, jobs: Sequence[NewJob], *, first_check_in: float = FIRST_CHECK_IN_S
-) -> list[RecordedJob]:
+def record_jobs(session: Session, jobs: Sequence[NewJob]) -> list[RecordedJob]:
     """Record new pending jobs and their `created` events: the one way jobs enter the ledger.
 
     One multi-row `INSERT ... RETURNING` (SQLite 3.35+ and PostgreSQL alike) and one for the
-    events, timed by the database's clock as leases are. `first_check_in` is when the tracker
-    submits a job if nothing did before."""
+    events, timed by the database's clock as leases are. A dispatcher may send them at once
+    (`next_poll_at`, for a pending job, is when it may be sent)."""
     if not jobs:
         return []
     now = database_now(session)
-    check_in = now + timedelta(seconds=first_check_in)
     rows = [
         {
             **{name: getattr(job, name) for name in _NEW_JOB_FIELDS},
@@ -85,7 +84,7 @@ def record_jobs(
             "created_at": now,
             "updated_at": now,
             "deadline_at": now + timedelta(seconds=job.timeout_s),
-            "next_poll_at": check_in,
+            "next_poll_at": now,
         }
         for job in jobs
     ]

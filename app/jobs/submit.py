@@ -7,30 +7,23 @@ arrives, and only one result is ever kept (see `app.jobs.webhooks`).
 """
 
 import asyncio
+import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial
+from itertools import groupby
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import select
+from sqlalchemy import Row, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.core.batching import GroupRunner
+from app.core.config import Settings
 from app.core.db import database_now, utcnow
 from app.jobs.engine import JobEngine
 from app.jobs.ledger import write_patiently
 from app.jobs.models import Job, Submission
-from app.jobs.service import (
-    SENDING,
-    add_event,
-    claim,
-    lock_jobs,
-    locked_job,
-    move,
-    new_submission,
-    release,
-)
+from app.jobs.service import SENDING, add_event, lock_jobs, locked_job, move, release
 from app.jobs.status import JobStatus
 from app.runpod import (
     AmbiguousSubmissionError,
@@ -40,15 +33,21 @@ from app.runpod import (
     RunPodError,
 )
 from app.runpod.client import deadline_policy
+from app.scheduler.capacity import run_bucket
+from app.scheduler.fair import advance_clock
+from app.scheduler.routes import Endpoint
 from app.services.generation_defaults import GenerationParams, build_runpod_input
 
 # Recording RunPod's answers is retried until this long before the lease ends.
 RECORD_MARGIN_S = 10.0
 FIRST_POLL_S = 1.0
+_SUBMISSIONS = Submission.metadata.tables[Submission.__tablename__]
 
 
-@dataclass(frozen=True)
-class _Prepared:
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A claimed job with its submission open: what its POST /run sends."""
+
     job_id: str
     token: str
     job_input: dict[str, Any]
@@ -56,7 +55,7 @@ class _Prepared:
 
 
 # A prepared job and what RunPod answered to its POST /run.
-_Answer = tuple[_Prepared, JobState | RunPodError]
+_Answer = tuple[Prepared, JobState | RunPodError]
 
 
 async def submit_job(engine: JobEngine, job_id: str) -> None:
@@ -65,25 +64,30 @@ async def submit_job(engine: JobEngine, job_id: str) -> None:
 
 
 async def submit_jobs(engine: JobEngine, job_ids: list[str]) -> int:
-    """Submit many jobs, their POST /run calls concurrent; returns how many were sent to RunPod.
+    """Submit these jobs now if they still need it (the seed's tasks ask for their own; the
+    dispatcher sends the queue's); returns how many were sent to RunPod."""
+    endpoint = engine.endpoint
+    prepared = await engine.db.run(prepare, engine.settings, endpoint, job_ids=job_ids)
+    if prepared:
+        await engine.allowance.acquire(endpoint.id, len(prepared), run_bucket(engine.settings))
+        await send_prepared(engine, prepared)
+    return len(prepared)
 
-    Each answer is recorded as soon as it arrives: until then a kill -9 loses its RunPod id, and
-    the job would run twice at RunPod. Answers that arrive while one group is being recorded
-    share the next transaction.
-    """
-    # The ledger work runs off the event loop, so one batch's database round trips do not
-    # stall every other submission, poll and download of this process.
+
+async def send_prepared(engine: JobEngine, prepared: list[Prepared]) -> None:
+    """POST /run each prepared job, concurrently, and record each answer as soon as it arrives:
+    until then a kill -9 loses its RunPod id, and the job would run twice at RunPod. Answers
+    that arrive while one group is being recorded share the next transaction."""
     lease_ends = asyncio.get_running_loop().time() + engine.settings.submit_lease
-    prepared = await asyncio.to_thread(_prepare, engine, job_ids)
-    if not prepared:
-        return 0
     # RunPod's answers exist only here until recorded: wait out a database outage for them.
-    recorder: GroupRunner[_Answer, str | None] = GroupRunner(
-        partial(write_patiently, lease_ends - RECORD_MARGIN_S, partial(_record, engine)),
-        parallel=1,
-    )
 
-    async def submit(item: _Prepared) -> None:
+    async def record(answers: list[_Answer]) -> list[str | None]:
+        deadline = lease_ends - RECORD_MARGIN_S
+        return await write_patiently(engine.db, deadline, _record, engine, answers)
+
+    recorder: GroupRunner[_Answer, str | None] = GroupRunner(record, parallel=1)
+
+    async def submit(item: Prepared) -> None:
         duplicate = await recorder.run((item, await _send(engine, item)))
         if duplicate:
             await cancel_quietly(engine, duplicate)
@@ -93,10 +97,9 @@ async def submit_jobs(engine: JobEngine, job_ids: list[str]) -> int:
     for outcome in outcomes:
         if outcome is not None:
             raise outcome
-    return len(prepared)
 
 
-async def _send(engine: JobEngine, item: _Prepared) -> JobState | RunPodError:
+async def _send(engine: JobEngine, item: Prepared) -> JobState | RunPodError:
     async with engine.runpod_slots:
         try:
             return await engine.runpod.run(
@@ -108,69 +111,124 @@ async def _send(engine: JobEngine, item: _Prepared) -> JobState | RunPodError:
             return error
 
 
-def _record(engine: JobEngine, answers: list[_Answer]) -> list[str | None]:
+def _record(session: Session, engine: JobEngine, answers: list[_Answer]) -> list[str | None]:
     """Store what RunPod answered, in one transaction; for each answer, the RunPod job to cancel
     as a duplicate, if any."""
     duplicates: list[str | None] = []
-    with engine.db.session() as session:
-        tokens = [item.token for item, _ in answers]
-        submissions = {
-            submission.token: submission
-            for submission in session.scalars(
-                select(Submission).where(Submission.token.in_(tokens))
-            )
-        }
-        lock_jobs(session, (item.job_id for item, _ in answers))
-        for item, outcome in answers:
-            submission = submissions[item.token]
-            if isinstance(outcome, RunPodError):
-                _record_failure(session, engine, item.job_id, submission, outcome)
-                duplicates.append(None)
-            else:
-                duplicates.append(
-                    _record_acceptance(session, engine, item.job_id, submission, outcome)
-                )
+    tokens = [item.token for item, _ in answers]
+    submissions = {
+        submission.token: submission
+        for submission in session.scalars(select(Submission).where(Submission.token.in_(tokens)))
+    }
+    lock_jobs(session, (item.job_id for item, _ in answers))
+    for item, outcome in answers:
+        submission = submissions[item.token]
+        if isinstance(outcome, RunPodError):
+            _record_failure(session, engine, item.job_id, submission, outcome)
+            duplicates.append(None)
+        else:
+            duplicates.append(_record_acceptance(session, engine, item.job_id, submission, outcome))
     return duplicates
 
 
-def _prepare(engine: JobEngine, job_ids: list[str]) -> list[_Prepared]:
-    """Claim the jobs that still need submitting and open a submission for each."""
-    prepared: list[_Prepared] = []
-    with engine.db.session() as session:
-        jobs = claim(session, job_ids, lease_s=engine.settings.submit_lease)
-        _close_unanswered(session, jobs)
-        now = database_now(session)
-        for job in jobs:
-            if job.status != JobStatus.PENDING or job.runpod_job_id:
-                release(job, next_check_at=job.next_poll_at)
-                continue
-            remaining = (job.deadline_at - now).total_seconds()
-            if remaining <= 0:
-                move(
-                    session,
-                    job,
-                    JobStatus.TIMED_OUT,
-                    error_code="deadline_exceeded",
-                    message="the job was not accepted by RunPod before its deadline",
-                )
-                release(job, next_check_at=None)
-                continue
-            job_input = build_runpod_input(
-                job.prompt, job.negative_prompt, GenerationParams.model_validate(job.params)
+def prepare(
+    session: Session,
+    settings: Settings,
+    endpoint: Endpoint,
+    *,
+    job_ids: list[str] | None = None,
+    limit: int = 0,
+) -> list[Prepared]:
+    """Claim pending jobs and open a submission to `endpoint` for each: the given jobs, or the
+    next `limit` of the endpoint's route in dispatch order (priority, then fair tag). A job
+    already claimed, submitted or past its deadline is left out (the deadline is the
+    tracker's: `enforce_deadlines`)."""
+    now = database_now(session)
+    claimable = [
+        Job.status == JobStatus.PENDING.value,
+        Job.runpod_job_id.is_(None),
+        or_(Job.claimed_until.is_(None), Job.claimed_until < now),
+        Job.deadline_at > now,
+    ]
+    if job_ids is None:
+        job_ids = list(
+            session.scalars(
+                select(Job.id)
+                .where(*claimable, Job.route == endpoint.route, Job.next_poll_at <= now)
+                .order_by(Job.priority, Job.fair_tag)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
             )
-            token = new_submission(session, job).token
-            prepared.append(_Prepared(job.id, token, job_input, remaining))
+        )
+    if not job_ids:
+        return []
+    claimed = session.execute(
+        update(Job)
+        .where(Job.id.in_(job_ids), *claimable)
+        .values(
+            claim_token=secrets.token_hex(8),
+            claimed_until=now + timedelta(seconds=settings.submit_lease),
+            attempts=Job.attempts + 1,
+            endpoint=endpoint.id,
+            updated_at=now,
+        )
+        .returning(
+            Job.id,
+            Job.prompt,
+            Job.negative_prompt,
+            Job.params,
+            Job.deadline_at,
+            Job.attempts,
+            Job.route,
+            Job.priority,
+            Job.fair_tag,
+        )
+        .execution_options(synchronize_session=False)
+    ).all()
+    if not claimed:
+        return []
+    close_unanswered(session, [row.id for row in claimed if row.attempts > 1])
+    prepared = [
+        Prepared(
+            job_id=row.id,
+            token=secrets.token_urlsafe(24),
+            job_input=build_runpod_input(
+                row.prompt, row.negative_prompt, GenerationParams.model_validate(row.params)
+            ),
+            remaining_s=(row.deadline_at - now).total_seconds(),
+        )
+        for row in claimed
+    ]
+    session.execute(
+        insert(_SUBMISSIONS),
+        [
+            {
+                "job_id": item.job_id,
+                "token": item.token,
+                "outcome": SENDING,
+                "endpoint": endpoint.id,
+                "created_at": now,
+            }
+            for item in prepared
+        ],
+    )
+    for queue, rows in groupby(sorted(claimed, key=_queue), key=_queue):
+        advance_clock(session, queue, max(row.fair_tag for row in rows))
     return prepared
 
 
-def _close_unanswered(session: Session, jobs: list[Job]) -> None:
+def _queue(row: Row[Any]) -> tuple[str, int]:
+    return (row.route, row.priority)
+
+
+def close_unanswered(session: Session, job_ids: list[str]) -> None:
     """Attempts still `sending` were cut off (their worker stopped) before RunPod's answer was
     recorded, so RunPod may be running them. With webhooks, the orphan's webhook names it and it
     is cancelled; without, nothing ever will (RunPod lists no jobs), so the job's timeline and
     the submission say so."""
-    by_id = {job.id: job for job in jobs}
-    if not by_id:
+    if not job_ids:
         return
+    by_id = {job.id: job for job in session.scalars(select(Job).where(Job.id.in_(job_ids)))}
     query = select(Submission).where(Submission.job_id.in_(by_id), Submission.outcome == SENDING)
     for submission in session.scalars(query):
         submission.outcome = "ambiguous"

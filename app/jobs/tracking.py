@@ -1,4 +1,5 @@
-"""The tracker's tick: resubmit, poll in batches, enforce deadlines, fetch result images.
+"""The tracker's tick: poll in batches, enforce deadlines, fetch result images, and send the
+callers' webhooks. Submitting is the dispatcher's (`app.scheduler.dispatcher`).
 
 Nothing waits on a job while RunPod works on it: every job carries `next_poll_at`, and a
 periodic tick picks up whatever is due. One tick per `POLL_SWEEP_INTERVAL` passes the gate,
@@ -21,7 +22,7 @@ from app.jobs.models import Job
 from app.jobs.results import apply_state
 from app.jobs.service import claim, lock_jobs, locked_job, move, release
 from app.jobs.status import ACTIVE, JobStatus
-from app.jobs.submit import cancel_quietly, submit_jobs
+from app.jobs.submit import cancel_quietly
 from app.notify.deliveries import deliver_due
 from app.runpod import JobState, NotFoundError, RunPodError
 
@@ -32,7 +33,6 @@ _RATE_SHARE = 0.9
 
 @dataclass
 class TickReport:
-    submitted: int = 0
     polled: int = 0
     timed_out: int = 0
     images: int = 0
@@ -43,7 +43,7 @@ async def tick(engine: JobEngine) -> TickReport | None:
     """One pass of the tracker, or None when another one runs or just ran.
 
     Each phase is bounded by its own per-tick budget, so none starves the others: polls first
-    (they finish jobs), then deadlines, submissions, image downloads and client webhooks.
+    (they finish jobs), then deadlines, image downloads and client webhooks.
     """
     settings = engine.settings
     if engine.tick_lock.locked():
@@ -54,7 +54,6 @@ async def tick(engine: JobEngine) -> TickReport | None:
         report = TickReport()
         report.polled = await poll_due(engine)
         report.timed_out = await enforce_deadlines(engine)
-        report.submitted = await resubmit_due(engine)
         report.images = await store_due_images(engine)
         report.webhooks = await deliver_due(engine)  # after images, so job.completed has them
         return report
@@ -79,59 +78,57 @@ def next_poll_delay(engine: JobEngine, job: Job) -> float:
 
 
 async def poll_due(engine: JobEngine) -> int:
-    # The ledger work runs off the event loop, so its round trips do not stall this
-    # process's submissions, downloads and other polls.
     lease_ends = asyncio.get_running_loop().time() + engine.settings.poll_lease
-    targets = await asyncio.to_thread(_claim_polls, engine)
+    targets = await engine.db.run(_claim_polls, engine)
     if not targets:
         return 0
     readings = await asyncio.gather(*(_read(engine, runpod_id) for _, runpod_id in targets))
     # Within the lease, a database outage delays the readings instead of stranding the jobs
     # until their lease ends.
-    await write_patiently(lease_ends - _LEASE_MARGIN_S, _apply_readings, engine, targets, readings)
+    deadline = lease_ends - _LEASE_MARGIN_S
+    await write_patiently(engine.db, deadline, _apply_readings, engine, targets, readings)
     return len(targets)
 
 
-def _claim_polls(engine: JobEngine) -> list[tuple[str, str]]:
-    with engine.db.session() as session:
-        due = session.scalars(
-            select(Job.id)
-            .where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
-            .where(Job.next_poll_at <= utcnow())
-            .order_by(Job.next_poll_at)
-            .limit(poll_budget(engine))
-        ).all()
-        jobs = claim(session, list(due), lease_s=engine.settings.poll_lease)
-        return [(job.id, job.runpod_job_id or "") for job in jobs]
+def _claim_polls(session: Session, engine: JobEngine) -> list[tuple[str, str]]:
+    due = session.scalars(
+        select(Job.id)
+        .where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+        .where(Job.next_poll_at <= utcnow())
+        .order_by(Job.next_poll_at)
+        .limit(poll_budget(engine))
+    ).all()
+    jobs = claim(session, list(due), lease_s=engine.settings.poll_lease)
+    return [(job.id, job.runpod_job_id or "") for job in jobs]
 
 
 def _apply_readings(
+    session: Session,
     engine: JobEngine,
     targets: list[tuple[str, str]],
     readings: list[JobState | RunPodError],
 ) -> None:
-    with engine.db.session() as session:
-        lock_jobs(session, (job_id for job_id, _ in targets))
-        now = database_now(session)
-        for (job_id, runpod_id), reading in zip(targets, readings, strict=True):
-            job = locked_job(session, job_id)
-            job.polls += 1
-            if isinstance(reading, JobState):
-                apply_state(session, job, reading, store=engine.store, source="poll")
-            elif isinstance(reading, NotFoundError) and job.deadline_at <= now:
-                # Its RunPod ttl ends shortly after our deadline (see `deadline_policy`).
-                _time_out(session, job)
-            elif isinstance(reading, NotFoundError):
-                move(
-                    session,
-                    job,
-                    JobStatus.FAILED,
-                    error_code="lost_at_runpod",
-                    message=f"RunPod no longer knows job {runpod_id}",
-                )
-            else:
-                logger.warning("[RUNPOD TASK] polling {} failed: {}", job_id, reading)
-            release(job, next_check_at=utcnow() + timedelta(seconds=next_poll_delay(engine, job)))
+    lock_jobs(session, (job_id for job_id, _ in targets))
+    now = database_now(session)
+    for (job_id, runpod_id), reading in zip(targets, readings, strict=True):
+        job = locked_job(session, job_id)
+        job.polls += 1
+        if isinstance(reading, JobState):
+            apply_state(session, job, reading, store=engine.store, source="poll")
+        elif isinstance(reading, NotFoundError) and job.deadline_at <= now:
+            # Its RunPod ttl ends shortly after our deadline (see `deadline_policy`).
+            _time_out(session, job)
+        elif isinstance(reading, NotFoundError):
+            move(
+                session,
+                job,
+                JobStatus.FAILED,
+                error_code="lost_at_runpod",
+                message=f"RunPod no longer knows job {runpod_id}",
+            )
+        else:
+            logger.warning("[RUNPOD TASK] polling {} failed: {}", job_id, reading)
+        release(job, next_check_at=utcnow() + timedelta(seconds=next_poll_delay(engine, job)))
 
 
 async def _read(engine: JobEngine, runpod_job_id: str) -> JobState | RunPodError:
@@ -143,37 +140,27 @@ async def _read(engine: JobEngine, runpod_job_id: str) -> JobState | RunPodError
 
 
 def _time_out(session: Session, job: Job) -> None:
+    """Time the job out, saying whether RunPod ever had it."""
+    if job.attempts == 0:
+        code, reached = "expired_in_queue", "RunPod never had it: it waited in Podrelay's queue"
+    elif job.runpod_job_id is None:
+        code, reached = "deadline_exceeded", "RunPod never accepted it"
+    else:
+        code, reached = "deadline_exceeded", "RunPod had it"
     move(
         session,
         job,
         JobStatus.TIMED_OUT,
-        error_code="deadline_exceeded",
-        message=f"the job did not finish within {job.timeout_s:g} s",
+        error_code=code,
+        message=f"the job did not finish within {job.timeout_s:g} s; {reached}",
+        data={"reached_runpod": job.runpod_job_id is not None},
     )
-
-
-async def resubmit_due(engine: JobEngine) -> int:
-    """Submit pending jobs whose submission is due (retries, lost messages, bursts), in one
-    batch bounded by this tick's share of RunPod's /run limit."""
-
-    def due() -> list[str]:
-        with engine.db.session() as session:
-            return list(
-                session.scalars(
-                    select(Job.id)
-                    .where(Job.status == JobStatus.PENDING, Job.next_poll_at <= utcnow())
-                    .order_by(Job.next_poll_at)
-                    .limit(_tick_share(engine, engine.settings.runpod_run_rate_limit))
-                )
-            )
-
-    return await submit_jobs(engine, await asyncio.to_thread(due))
 
 
 async def enforce_deadlines(engine: JobEngine) -> int:
     """Time out active jobs past their deadline, cancelling them at RunPod. A job that did
     finish at RunPod meanwhile gets its real result instead; cancels stay within RunPod's limit."""
-    targets = await asyncio.to_thread(_claim_overdue, engine)
+    targets = await engine.db.run(_claim_overdue, engine)
     if not targets:
         return 0
     readings = await asyncio.gather(
@@ -184,44 +171,45 @@ async def enforce_deadlines(engine: JobEngine) -> int:
         for reading in readings
         if isinstance(reading, JobState) and reading.is_terminal
     }
-    to_cancel = await asyncio.to_thread(_settle_overdue, engine, targets, final)
+    to_cancel = await engine.db.run(_settle_overdue, engine, targets, final)
     await asyncio.gather(*(cancel_quietly(engine, runpod_id) for runpod_id in to_cancel))
     return len(targets)
 
 
-def _claim_overdue(engine: JobEngine) -> list[tuple[str, str | None]]:
-    with engine.db.session() as session:
-        overdue = (
-            select(Job.id)
-            .where(Job.status.in_([status.value for status in ACTIVE]))
-            .where(Job.deadline_at <= database_now(session))
+def _claim_overdue(session: Session, engine: JobEngine) -> list[tuple[str, str | None]]:
+    overdue = (
+        select(Job.id)
+        .where(Job.status.in_([status.value for status in ACTIVE]))
+        .where(Job.deadline_at <= database_now(session))
+    )
+    # Only jobs that reached RunPod need a (rate-limited) cancel there.
+    unsent = session.scalars(overdue.where(Job.runpod_job_id.is_(None)).limit(500)).all()
+    sent = session.scalars(
+        overdue.where(Job.runpod_job_id.is_not(None)).limit(
+            _tick_share(engine, engine.settings.runpod_cancel_rate_limit)
         )
-        # Only jobs that reached RunPod need a (rate-limited) cancel there.
-        unsent = session.scalars(overdue.where(Job.runpod_job_id.is_(None)).limit(500)).all()
-        sent = session.scalars(
-            overdue.where(Job.runpod_job_id.is_not(None)).limit(
-                _tick_share(engine, engine.settings.runpod_cancel_rate_limit)
-            )
-        ).all()
-        jobs = claim(session, [*unsent, *sent], lease_s=engine.settings.poll_lease)
-        return [(job.id, job.runpod_job_id) for job in jobs]
+    ).all()
+    jobs = claim(session, [*unsent, *sent], lease_s=engine.settings.poll_lease)
+    return [(job.id, job.runpod_job_id) for job in jobs]
 
 
 def _settle_overdue(
-    engine: JobEngine, targets: list[tuple[str, str | None]], final: dict[str, JobState]
+    session: Session,
+    engine: JobEngine,
+    targets: list[tuple[str, str | None]],
+    final: dict[str, JobState],
 ) -> list[str]:
     """Time out the overdue jobs (or record the result that came meanwhile); returns the
     RunPod jobs to cancel."""
     to_cancel: list[str] = []
-    with engine.db.session() as session:
-        lock_jobs(session, (job_id for job_id, _ in targets))
-        for job_id, runpod_id in targets:
-            job = locked_job(session, job_id)
-            if runpod_id and runpod_id in final:
-                apply_state(session, job, final[runpod_id], store=engine.store, source="deadline")
-            else:
-                _time_out(session, job)
-                if runpod_id:
-                    to_cancel.append(runpod_id)
-            release(job, next_check_at=None)
+    lock_jobs(session, (job_id for job_id, _ in targets))
+    for job_id, runpod_id in targets:
+        job = locked_job(session, job_id)
+        if runpod_id and runpod_id in final:
+            apply_state(session, job, final[runpod_id], store=engine.store, source="deadline")
+        else:
+            _time_out(session, job)
+            if runpod_id:
+                to_cancel.append(runpod_id)
+        release(job, next_check_at=None)
     return to_cancel

@@ -8,6 +8,7 @@ from app.accounts import models as account_models  # noqa: F401
 from app.core.db import Base
 from app.jobs import models as job_models  # noqa: F401
 from app.notify import models as notify_models  # noqa: F401
+from app.scheduler import models as scheduler_models  # noqa: F401
 
 
 def run_migrations(connection: Connection) -> None:

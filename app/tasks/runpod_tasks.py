@@ -115,7 +115,7 @@ def _accept(
         raise ValueError(str(error)) from None
     except PodrelayError as refusal:
         raise ValueError(refusal.detail) from None
-    outcome = accept_requests(session, [request])[0]
+    outcome = accept_requests(session, settings, [request])[0]
     if isinstance(outcome, PodrelayError):
         raise ValueError(outcome.detail)
     return outcome
@@ -128,17 +128,6 @@ def test_runpod_connection_task() -> dict[str, Any]:
     result = run(check_connection(engine.runpod))
     logger.info("[RUNPOD TASK] connection test: {}", result)
     return result
-
-
-@celery_app.task(acks_late=True, ignore_result=True)
-def submit_job_task(job_id: str) -> None:
-    run(submit_job(get_engine(), job_id))
-
-
-@celery_app.task(acks_late=True, ignore_result=True)
-def submit_jobs_task(job_ids: list[str]) -> None:
-    """Submit jobs the API accepted together; their POST /run calls run concurrently."""
-    run(submit_jobs(get_engine(), job_ids))
 
 
 @celery_app.task(acks_late=True, ignore_result=True)
@@ -156,7 +145,7 @@ def cancel_runpod_job_task(runpod_job_id: str) -> None:
 def track_jobs() -> None:
     """The periodic tracker tick (see `app.jobs.tracking`)."""
     report = run(tick(get_engine()))
-    if report is not None and (report.polled or report.submitted or report.timed_out):
+    if report is not None and (report.polled or report.timed_out):
         logger.debug("[RUNPOD TASK] tick {}", report)
 
 

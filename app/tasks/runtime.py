@@ -1,4 +1,5 @@
-"""Per-process resources for Celery tasks: one JobEngine and one event loop thread.
+"""Per-process resources for Celery tasks: one JobEngine and one event loop thread, and the
+worker's dispatcher (`app.jobs.dispatch`), started on that loop when the worker is ready.
 
 Tasks are synchronous; their async work runs on a loop that lives as long as the process, so
 the RunPod client's connection pool is shared by every task the process runs. A forked child
@@ -6,14 +7,18 @@ notices the new pid and builds its own.
 """
 
 import asyncio
+import concurrent.futures
 import os
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from celery.signals import worker_ready, worker_shutdown
+
 from app.core.config import settings_or_exit
 from app.core.logging import configure_logging
 from app.core.migrate import upgrade_database
+from app.jobs.dispatch import Dispatcher
 from app.jobs.engine import JobEngine
 
 T = TypeVar("T")
@@ -52,3 +57,20 @@ def get_engine() -> JobEngine:
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine on the process's loop and wait for its result."""
     return asyncio.run_coroutine_threadsafe(coroutine, _current().loop).result()
+
+
+_dispatcher: "concurrent.futures.Future[None] | None" = None
+
+
+@worker_ready.connect
+def start_dispatcher(**_: Any) -> None:
+    """One dispatcher per worker, whatever its pool: in the process that runs the consumer."""
+    global _dispatcher
+    runtime = _current()
+    _dispatcher = asyncio.run_coroutine_threadsafe(Dispatcher(runtime.engine).run(), runtime.loop)
+
+
+@worker_shutdown.connect
+def stop_dispatcher(**_: Any) -> None:
+    if _dispatcher is not None:
+        _dispatcher.cancel()

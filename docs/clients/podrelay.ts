@@ -45,6 +45,17 @@ export interface GenerationOptions {
   timeout?: number | null;
   /** Podrelay POSTs a signed `job.*` event here when the job ends. */
   webhook_url?: string | null;
+  /** Leaves the queue before lower priorities; up to the key's maximum. */
+  priority?: Priority;
+}
+
+export type Priority = "high" | "normal" | "low";
+
+/** @schema QueueOut */
+export interface QueuePlace {
+  podrelay_position: number | null;
+  runpod_position: number | null;
+  eta_s: number | null;
 }
 
 /** @schema GenerateRequest */
@@ -135,6 +146,10 @@ export interface Job {
   params: Record<string, unknown>;
   progress: unknown;
   queue_position: number | null;
+  queue?: QueuePlace | null;
+  route?: string;
+  endpoint?: string | null;
+  priority?: Priority;
   attempts: number;
   error: JobError | null;
   timings: Timings;

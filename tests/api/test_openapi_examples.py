@@ -22,6 +22,7 @@ from app.jobs.models import Batch, Job, JobImage
 from app.jobs.status import JobStatus
 from app.runpod import JobState
 from app.runpod.outputs import extract_images
+from app.scheduler.fair import Priority
 from app.services.generation_defaults import GenerationParams, build_runpod_input
 from tests.api.conftest import RunningApi
 
@@ -152,6 +153,9 @@ def _job_row(example: Json) -> Job:
         error_message=error.get("message"),
         progress=example["progress"],
         webhook_url=example["webhook_url"],
+        route=example["route"],
+        endpoint=example["endpoint"],
+        priority=Priority(example["priority"]).rank,
         delay_ms=timings["delay_ms"],
         execution_ms=timings["execution_ms"],
         **{key: _when(timings[key]) for key in ("created_at", "submitted_at", "started_at")},
@@ -172,7 +176,7 @@ def test_job_and_batch_examples_are_what_the_views_render() -> None:
     for example in [*jobs, *examples.BATCH_JOBS]:
         assert _NEW_ID.fullmatch(example["id"])
         assert all(image["url"] == image_url(image["id"]) for image in example["images"])
-        view = job_out(_job_row(example), price_per_second=price, position=None)
+        view = job_out(_job_row(example), price_per_second=price, place=None)
         assert view.model_dump(mode="json") == {**example, "webhook_deliveries": []}
         JobStatus(example["status"])
     for batch in (examples.ACCEPTED_BATCH, examples.RUNNING_BATCH):

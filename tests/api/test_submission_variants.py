@@ -33,7 +33,7 @@ VARIANTS: dict[str, Variant] = {
     "anonymous": (lambda n: {}, {}),
 }
 # Per job; and `Prefer: wait` answers after its wait, by when the job has a queue position.
-_PER_JOB = {"id", "links", "timings", "prompt", "webhook_url", "queue_position"}
+_PER_JOB = {"id", "links", "timings", "prompt", "webhook_url", "queue_position", "queue"}
 
 
 async def _send(api: RunningApi, variant: Variant, key: dict[str, str], n: int) -> httpx.Response:

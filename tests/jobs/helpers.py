@@ -5,6 +5,7 @@ import time
 
 from sqlalchemy import select
 
+from app.jobs.dispatch import Dispatcher
 from app.jobs.engine import JobEngine
 from app.jobs.models import Job, JobEvent
 from app.jobs.status import JobStatus
@@ -42,8 +43,12 @@ def event_kinds(engine: JobEngine, job_id: str) -> list[tuple[str, str | None]]:
 
 
 async def track_until_terminal(engine: JobEngine, *job_ids: str, timeout: float = 20.0) -> None:
+    """Drive the engine as a worker would: dispatch rounds (submissions and their retries)
+    and tracker ticks, until the jobs are final with their images."""
+    dispatcher = Dispatcher(engine)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        await dispatcher.dispatch_round()
         await tick(engine)
         statuses = [JobStatus(load(engine, job_id).status) for job_id in job_ids]
         if all(status.is_terminal for status in statuses) and not pending_images(engine):

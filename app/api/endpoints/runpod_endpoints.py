@@ -30,7 +30,6 @@ from app.api.schemas import (
 from app.api.views import (
     batch_out,
     job_out,
-    queue_position,
     recorded_batch_out,
     recorded_job_out,
 )
@@ -44,6 +43,7 @@ from app.jobs.lookup import find_job
 from app.jobs.models import Batch, Job
 from app.jobs.status import JobStatus
 from app.runpod import RunPodError
+from app.scheduler.queue import place_of
 
 router = APIRouter(prefix="/runpod", tags=["runpod"])
 router.include_router(history.router)
@@ -77,7 +77,7 @@ def _job_view(engine: JobEngine, job_id: str, *, replayed: bool = False) -> JobO
         return job_out(
             job,
             price_per_second=engine.settings.gpu_price_per_second,
-            position=queue_position(session, job),
+            place=place_of(session, job),
             replayed=replayed,
         )
 
@@ -154,7 +154,7 @@ def status(task_id: PathId, caller: CallerDep, session: SessionDep, engine: Engi
     """Accepts the job id, or the Celery task id a seed-style task returned."""
     job = _owned_job(session, caller, task_id)
     price = engine.settings.gpu_price_per_second
-    return job_out(job, price_per_second=price, position=queue_position(session, job))
+    return job_out(job, price_per_second=price, place=place_of(session, job))
 
 
 @router.delete("/cancel/{task_id}", summary="Cancel a job", responses=CANCEL_ERRORS)

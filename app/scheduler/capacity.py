@@ -1,0 +1,108 @@
+"""What an endpoint can take: its in-flight cap from RunPod's /health, and how fast it starts jobs.
+
+RunPod's queue should hold only what its workers will soon take; the rest waits in Podrelay,
+where it can be reordered, moved or cancelled at no cost. So an endpoint holds at most
+`max_in_flight` jobs queued or running at RunPod: MAX_IN_FLIGHT when set, otherwise
+IN_FLIGHT_PER_WORKER times the workers /health reports ready, running or starting, and at
+least IN_FLIGHT_FLOOR, so a cold endpoint still gets the work that makes RunPod scale it up.
+
+A dispatcher checks its endpoints every HEALTH_CHECK_INTERVAL and keeps what it learnt in
+`endpoint_states`, where the API reads it for queue positions, ETAs and admission.
+"""
+
+import statistics
+from datetime import timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.core.allowance import Bucket
+from app.core.config import Settings
+from app.core.db import database_now
+from app.jobs.models import Job
+from app.jobs.status import JobStatus
+from app.runpod import HealthReport
+from app.scheduler.models import EndpointState
+from app.scheduler.routes import Endpoint
+
+# The recent jobs whose times describe an endpoint, and how many of them at most.
+RECENT = timedelta(minutes=15)
+_RECENT_JOBS = 2000
+IN_FLIGHT = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+
+
+def run_bucket(settings: Settings) -> Bucket:
+    """An endpoint's share of RunPod's /run allowance, for every process that submits to it."""
+    return Bucket.within(settings.runpod_run_rate_limit, settings.runpod_status_rate_window)
+
+
+def max_in_flight(settings: Settings, workers: dict[str, int]) -> int:
+    if settings.max_in_flight:
+        return settings.max_in_flight
+    usable = (
+        max(workers.get("idle", 0), workers.get("ready", 0))
+        + workers.get("running", 0)
+        + workers.get("initializing", 0)
+    )
+    return max(settings.in_flight_floor, int(usable * settings.in_flight_per_worker))
+
+
+def in_flight(session: Session, endpoint: Endpoint) -> int:
+    """Jobs the endpoint holds: queued or running at RunPod."""
+    query = select(func.count()).where(Job.endpoint == endpoint.id, Job.status.in_(IN_FLIGHT))
+    return int(session.scalar(query) or 0)
+
+
+def record_health(
+    session: Session,
+    settings: Settings,
+    endpoint: Endpoint,
+    report: HealthReport | None,
+    error: str | None,
+) -> EndpointState:
+    """Keep what /health said (or that it failed) with the endpoint's recent times."""
+    now = database_now(session)
+    state = session.get(EndpointState, endpoint.id) or EndpointState(endpoint=endpoint.id)
+    if report is not None or state.checked_at is None:
+        workers = dict(report.workers) if report else {}
+        state.workers, state.jobs = workers, dict(report.jobs) if report else {}
+        state.max_in_flight = max_in_flight(settings, workers)
+    state.route, state.checked_at, state.error = endpoint.route, now, error
+    delays, executions = _recent_times(session, endpoint, since=now - RECENT)
+    state.queue_delay_p50_ms = int(statistics.median(delays)) if delays else None
+    state.execution_p50_ms = int(statistics.median(executions)) if executions else None
+    state.service_rate = service_rate(settings, state)
+    session.add(state)
+    return state
+
+
+def service_rate(settings: Settings, state: EndpointState) -> float:
+    """Jobs per second the endpoint can start: RunPod's /run allowance, or fewer when its
+    in-flight cap turns over more slowly (each job holds its place for its time at RunPod)."""
+    allowance = run_bucket(settings).rate
+    held_ms = (state.queue_delay_p50_ms or 0) + (state.execution_p50_ms or 0)
+    if not held_ms:
+        return allowance
+    return min(allowance, state.max_in_flight / (held_ms / 1000))
+
+
+def _recent_times(
+    session: Session, endpoint: Endpoint, *, since: object
+) -> tuple[list[int], list[int]]:
+    rows = session.execute(
+        select(Job.delay_ms, Job.execution_ms)
+        .where(Job.endpoint == endpoint.id, Job.finished_at > since)
+        .where(Job.status == JobStatus.COMPLETED.value)
+        .order_by(Job.finished_at.desc())
+        .limit(_RECENT_JOBS)
+    ).all()
+    delays = [delay for delay, _ in rows if delay is not None]
+    executions = [execution for _, execution in rows if execution is not None]
+    return delays, executions
+
+
+def endpoint_states(session: Session, route: str | None = None) -> list[EndpointState]:
+    query = select(EndpointState).order_by(EndpointState.endpoint)
+    if route is not None:
+        query = query.where(EndpointState.route == route)
+    return list(session.scalars(query))
