@@ -75,6 +75,14 @@ class Conflict(ApiError):
     status_code, code, title = 409, "conflict", "Conflict"
 
 
+class Unprocessable(ApiError):
+    status_code, code, title = 422, "validation_error", "Invalid request"
+
+
+class Gone(ApiError):
+    status_code, code, title = 410, "gone", "Gone"
+
+
 class PayloadTooLarge(ApiError):
     status_code, code, title = 413, "payload_too_large", "Payload too large"
 
@@ -85,6 +93,10 @@ class RateLimited(ApiError):
 
 class UpstreamUnavailable(ApiError):
     status_code, code, title, retryable = 503, "upstream_unavailable", "Upstream unavailable", True
+
+
+class StoreUnavailable(ApiError):
+    status_code, code, title, retryable = 503, "storage_unavailable", "Storage unavailable", True
 
 
 @dataclass(frozen=True)

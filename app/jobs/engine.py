@@ -13,6 +13,7 @@ from app.core.config import Settings
 from app.core.db import Database
 from app.core.gate import IntervalGate
 from app.core.metrics import observe_runpod_attempt
+from app.media import open_store
 from app.media.store import MediaStore
 from app.runpod import RunPodClient
 from app.services.runpod_client import client_from_settings
@@ -36,7 +37,7 @@ class JobEngine:
         return cls(
             settings=settings,
             db=Database(settings.database_url),
-            store=MediaStore(settings.media_dir),
+            store=open_store(settings),
             gate=IntervalGate(redis_url=settings.redis_url, folder=settings.data_dir / "gates"),
         )
 

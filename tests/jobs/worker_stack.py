@@ -39,7 +39,7 @@ from app.devstack import (
 )
 from app.jobs.models import Job, JobEvent, JobImage
 from app.jobs.status import TERMINAL, JobStatus
-from app.media.store import MediaStore
+from app.media import open_store
 from app.simulator.config import SimulatorConfig
 from app.simulator.server import SimulatorServer
 
@@ -248,7 +248,7 @@ class WorkerStack:
         self.env = self._child_env()
         self.db = Database(database_url)
         upgrade_database(self.db)
-        self.store = MediaStore(self.settings.media_dir)
+        self.store = open_store(self.settings)
         self.celery: Any = create_celery(self.settings)
         self.processes: list[subprocess.Popen[bytes]] = []
         self.logs: list[Path] = []
