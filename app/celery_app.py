@@ -18,6 +18,7 @@ from app.core.config import Settings, settings_or_exit
 RESULT_TTL_S = 3600
 # Kept far above every countdown we use, so a delayed message is never redelivered early.
 VISIBILITY_TIMEOUT_S = 3600
+MEDIA_SWEEP_INTERVAL_S = 3600.0
 
 
 class TaskQueue(StrEnum):
@@ -36,6 +37,7 @@ TASK_ROUTES = {
     f"{_TASKS}.cancel_runpod_job_task": TaskQueue.TRACKING,
     f"{_TASKS}.reconcile_jobs": TaskQueue.MAINTENANCE,
     f"{_TASKS}.test_runpod_connection_task": TaskQueue.MAINTENANCE,
+    f"{_TASKS}.sweep_media": TaskQueue.MAINTENANCE,
 }
 
 
@@ -100,6 +102,12 @@ def create_celery(settings: Settings) -> Celery:
                 "task": f"{_TASKS}.reconcile_jobs",
                 "schedule": settings.reconcile_interval,
                 "options": {"expires": settings.reconcile_interval * 2},
+            },
+            # MEDIA_RETENTION_DAYS, and objects a store outage kept from being deleted.
+            "sweep-media": {
+                "task": f"{_TASKS}.sweep_media",
+                "schedule": MEDIA_SWEEP_INTERVAL_S,
+                "options": {"expires": MEDIA_SWEEP_INTERVAL_S},
             },
         },
     )

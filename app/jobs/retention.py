@@ -23,7 +23,6 @@ from app.jobs.service import add_event, lock_sqlite_writes
 from app.jobs.status import JobStatus
 from app.media.store import StorageUnavailable
 
-SWEEP_INTERVAL_S = 3600.0
 _SWEEP_JOBS = 500
 _COLLECT_KEYS = 1000
 

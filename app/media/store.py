@@ -65,8 +65,12 @@ class IncomingMedia:
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
         incoming = cls()
-        incoming.write(data)
-        incoming.finish()
+        try:
+            incoming.write(data)
+            incoming.finish()
+        except MediaError:
+            incoming.close()
+            raise
         return incoming
 
     def write(self, chunk: bytes) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import CursorResult, Result, func, select, update
 
 from app.celery_app import celery_app
 from app.core.db import database_now
-from app.jobs import service
+from app.jobs import retention, service
 from app.jobs.connection import check_connection
 from app.jobs.media import store_due_images
 from app.jobs.models import Batch, Job, JobImage
@@ -130,6 +130,12 @@ def track_jobs() -> None:
     report = run(tick(get_engine()))
     if report is not None and (report.polled or report.submitted or report.timed_out):
         logger.debug("[RUNPOD TASK] tick {}", report)
+
+
+@celery_app.task(ignore_result=True)
+def sweep_media() -> None:
+    """Delete expired images (MEDIA_RETENTION_DAYS) and collect unused objects."""
+    retention.sweep(get_engine())
 
 
 @celery_app.task
