@@ -320,14 +320,18 @@ class WorkerStack:
         if process is self.worker:
             self.worker = None
 
-    def start_api(self, *, port: int | None = None) -> str:
-        """An API process on `port`, by default the webhook receiver's; returns its base URL."""
+    def start_api(
+        self, *, port: int | None = None, extra_env: Mapping[str, str] | None = None
+    ) -> str:
+        """An API process on `port`, by default the webhook receiver's; returns its base URL.
+        `extra_env` is added to the stack's environment for this process only."""
         port = port or self.api_port or free_port()
         argv = [
             sys.executable, "-m", "uvicorn", "app.main:app",
             "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
         ]  # fmt: skip
-        process = start_process(argv, env=self.env, log_path=self._log_path("api"))
+        env = {**self.env, **(extra_env or {})}
+        process = start_process(argv, env=env, log_path=self._log_path("api"))
         self.processes.append(process)
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/healthz", timeout=60)
