@@ -123,6 +123,14 @@ class S3Store(MediaStore):
         url = self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in)
         return Delivery(redirect_url=url)
 
+    @property
+    def redirect_origin(self) -> str:
+        base = self.public_base_url or self.endpoint_url
+        if base is None:
+            return "https://*.amazonaws.com"
+        parts = urlsplit(base)
+        return f"{parts.scheme}://{parts.netloc}"
+
     # Objects a RunPod worker uploaded to this bucket (its BUCKET_ENDPOINT_URL).
 
     def object_at(self, url: str) -> str | None:

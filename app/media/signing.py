@@ -50,7 +50,7 @@ def check(
     returns the seconds left."""
     if expires is None or not sig:
         raise InvalidSignature("signature_missing", "the URL has no expires or sig parameter")
-    if not hmac.compare_digest(_mac(secret, image_id, expires), sig):
+    if not hmac.compare_digest(_mac(secret, image_id, expires).encode(), sig.encode()):
         raise InvalidSignature("signature_invalid", "the URL's signature does not match")
     left = expires - int(time.time() if now is None else now)
     if left <= 0:

@@ -158,5 +158,10 @@ class MediaStore(ABC):
     def delivery(self, key: str, *, mime_type: str, expires_in: int) -> Delivery:
         """How a client gets the object: the file (local) or a presigned or CDN URL (s3)."""
 
+    @property
+    def redirect_origin(self) -> str | None:
+        """Where `delivery` sends browsers, if not to the API (for a page's CSP)."""
+        return None
+
     def delete_with_variants(self, key: str, sha256: str) -> None:
         self.delete([key, *self.keys_under(variant_prefix(sha256))])
