@@ -16,10 +16,12 @@ from sqlalchemy.orm import Session
 from app.jobs.engine import JobEngine
 from app.jobs.media_locks import hold_media_key
 from app.jobs.models import JobImage
-from app.media.store import IMMUTABLE, Delivery, MediaError
+from app.media.store import Delivery, MediaError
 from app.media.variants import Variant, render
 
 DELETED = "deleted"
+# An image never changes: its owner's URL may be cached for a year.
+OWNER_MAX_AGE = 365 * 24 * 3600
 # Variants are made on request, in the API process: a few at a time, whatever the traffic.
 _RENDERING = threading.BoundedSemaphore(2)
 
@@ -60,9 +62,10 @@ def answer(
     image: JobImage,
     *,
     variant: Variant | None,
-    cache_control: str,
+    max_age: int,
 ) -> ImageAnswer:
-    """How to serve the image (its variant, when asked); raises `ImageUnavailable`."""
+    """How to serve the image (its variant, when asked), cacheable for up to `max_age`
+    seconds; raises `ImageUnavailable`."""
     if image.state == "pending" and image.source_url:
         # Still downloading: its origin (RunPod's or the worker's link) serves it meanwhile.
         no_store = {"Cache-Control": "no-store"}
@@ -82,16 +85,11 @@ def answer(
         delivery = store.delivery(key, mime_type=mime_type, expires_in=ttl)
     except MediaError:
         raise ImageUnavailable("image_not_found", "no such image") from None
+    if delivery.redirect_url is not None:
+        max_age = min(max_age, ttl // 2)  # the redirect's target expires after `ttl`
     etag = f'"{image.sha256}"' if variant is None else f'"{image.sha256}-{key.rsplit("/")[-1]}"'
-    return ImageAnswer(delivery, mime_type, {"Cache-Control": cache_control, "ETag": etag})
-
-
-def signed_cache_control(seconds_left: int) -> str:
-    """A signed URL's answer is cached no longer than the URL is valid."""
-    return f"private, max-age={seconds_left}"
-
-
-OWNER_CACHE_CONTROL = IMMUTABLE.replace("public", "private")
+    headers = {"Cache-Control": f"private, max-age={max_age}", "ETag": etag}
+    return ImageAnswer(delivery, mime_type, headers)
 
 
 def was_stored(image: JobImage) -> bool:

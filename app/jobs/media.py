@@ -21,6 +21,7 @@ from app.jobs.engine import JobEngine
 from app.jobs.media_locks import hold_media_key
 from app.jobs.models import JobImage
 from app.jobs.results import record_stored
+from app.jobs.service import lock_sqlite_writes
 from app.media.s3 import S3Store
 from app.media.store import IncomingMedia, MediaError, StorageUnavailable
 
@@ -115,8 +116,12 @@ def _record_results(
     """Store and record each download; returns the worker objects copied (to delete)."""
     adopted: list[str] = []
     with engine.db.session() as session:
+        lock_sqlite_writes(session)
         for (image_id, _), item in zip(due, fetched, strict=True):
-            image = session.get_one(JobImage, image_id)
+            # Locked: a deletion of the job's images waits, or is seen.
+            image = session.get_one(
+                JobImage, image_id, with_for_update=True, populate_existing=True
+            )
             if image.state != "pending":
                 continue
             try:

@@ -19,7 +19,7 @@ from app.api.errors import Conflict, NotFound, problem_responses
 from app.api.schemas import NO_NUL, BatchOut, JobOut, JobPage, PathId, UsageDay, UsageOut
 from app.api.views import batch_out, image_out, job_out
 from app.jobs.engine import JobEngine
-from app.jobs.images import OWNER_CACHE_CONTROL, was_stored
+from app.jobs.images import OWNER_MAX_AGE, was_stored
 from app.jobs.models import Batch, Job, JobEvent
 from app.jobs.retention import JobNotFinished, JobNotFound, delete_job_media
 from app.jobs.status import JobStatus
@@ -187,7 +187,7 @@ def get_image(
     """Immutable: its `ETag` is its sha256. Deleted: 410 `image_deleted`."""
     return image_response(
         engine, session, image_id, owner=caller.owner, w=w, image_format=format,
-        cache_control=OWNER_CACHE_CONTROL,
+        max_age=OWNER_MAX_AGE,
     )  # fmt: skip
 
 

@@ -25,7 +25,6 @@ from app.jobs.images import (
     ImageUnavailable,
     answer,
     find_image,
-    signed_cache_control,
 )
 from app.jobs.models import JobImage
 from app.media import signing
@@ -67,10 +66,10 @@ def get_signed_image(
         left = signing.check(secret, image_id, expires, sig)
     except signing.InvalidSignature as error:
         raise Forbidden(error.detail, code=error.code) from None
+    # Cached no longer than the URL is valid.
     return image_response(
-        engine, session, image_id, owner=None, w=w, image_format=format,
-        cache_control=signed_cache_control(left),
-    )  # fmt: skip
+        engine, session, image_id, owner=None, w=w, image_format=format, max_age=left
+    )
 
 
 def image_response(
@@ -81,13 +80,13 @@ def image_response(
     owner: str | None,
     w: int | None,
     image_format: str | None,
-    cache_control: str,
+    max_age: int,
 ) -> Response:
     """The answer of both image routes, once access is settled."""
     try:
         image = find_image(session, image_id, owner=owner)
         variant = _variant(image, w, image_format)
-        found = answer(engine, session, image, variant=variant, cache_control=cache_control)
+        found = answer(engine, session, image, variant=variant, max_age=max_age)
     except ImageGone as error:
         raise Gone(error.detail, code=error.code) from None
     except ImageUnavailable as error:
