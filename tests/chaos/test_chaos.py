@@ -22,7 +22,7 @@ from tests.chaos.faults import Context
 from tests.chaos.outcome import Outcome, assess, record, wait_recovered, wait_runpod_idle
 from tests.chaos.postgres import PostgresServer
 from tests.jobs.worker_stack import StackFactory, stack_factory, wait_until
-from tests.media.s3_server import S3Server, with_test_credentials
+from tests.media.s3_server import S3Server, running_s3_server, with_test_credentials
 
 JOBS = int(os.environ.get("PODRELAY_CHAOS_JOBS", "40"))
 # Generous: seconds per job on a shared 2-core machine, plus a fixed part for the fault.
@@ -102,12 +102,8 @@ def stacks(tmp_path: Path) -> Iterator[StackFactory]:
 
 @pytest.fixture
 def object_store(tmp_path: Path) -> Iterator[S3Server]:
-    server = S3Server(tmp_path / "s3")
-    server.start()
-    try:
+    with running_s3_server(tmp_path / "s3") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -5,17 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.media.s3_server import AWS_OVERRIDES, CREDENTIALS, S3Server
+from tests.media.s3_server import AWS_OVERRIDES, CREDENTIALS, S3Server, running_s3_server
 
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    server = S3Server(Path(tmp_path_factory.mktemp("moto")))
-    server.start()
-    try:
+    with running_s3_server(Path(tmp_path_factory.mktemp("moto"))) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,3 +115,13 @@ def with_test_credentials(environ: dict[str, str]) -> dict[str, str]:
     """`environ` for a child process whose boto3 must use moto's credentials."""
     clean = {name: value for name, value in environ.items() if name not in AWS_OVERRIDES}
     return {**clean, **CREDENTIALS}
+
+
+@contextmanager
+def running_s3_server(folder: Path) -> Iterator[S3Server]:
+    server = S3Server(folder)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
