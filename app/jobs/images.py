@@ -76,8 +76,8 @@ def answer(
     key, mime_type = image.storage_key, image.mime_type or "application/octet-stream"
     if variant is not None:
         key, mime_type = variant.key(image.sha256), variant.mime_type
-        hold_media_key(session, image.storage_key)  # not collected while it is made
         if not store.exists(key):
+            hold_media_key(session, image.storage_key)  # not collected while it is made
             with _RENDERING:
                 data = render(store.read(image.storage_key), variant)
                 store.write(key, io.BytesIO(data), mime_type)
