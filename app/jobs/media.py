@@ -66,8 +66,15 @@ async def store_due_images(engine: JobEngine, job_ids: list[str] | None = None) 
         async with limit:
             return await _fetch(engine, url)
 
-    fetched = await asyncio.gather(*(fetch(url) for _, url in due))
+    tasks = [asyncio.ensure_future(fetch(url)) for _, url in due]
     try:
+        fetched = await asyncio.gather(*tasks)
+    except BaseException:  # cancelled: close what did arrive
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is None:
+                task.result().close()
+        raise
+    try:  # the spools are closed whatever happens
         adopted = await asyncio.to_thread(_record_results, engine, due, fetched)
     finally:
         for item in fetched:
@@ -97,17 +104,20 @@ async def _download(http: httpx.AsyncClient, url: str | None) -> Fetched:
     try:
         async with http.stream("GET", url) as response:
             if response.status_code != 200:
-                incoming.close()
-                return Fetched(error=f"download answered HTTP {response.status_code}")
-            async for chunk in response.aiter_bytes():
-                incoming.write(chunk)
-    except MediaError as error:
+                error = f"download answered HTTP {response.status_code}"
+            else:
+                async for chunk in response.aiter_bytes():
+                    incoming.write(chunk)
+                return Fetched(incoming=incoming)
+    except MediaError as failure:
+        error = str(failure)
+    except httpx.HTTPError as failure:
+        error = f"download failed: {type(failure).__name__}"
+    except BaseException:  # cancelled (the process stopping): no spool left behind
         incoming.close()
-        return Fetched(error=str(error))
-    except httpx.HTTPError as error:
-        incoming.close()
-        return Fetched(error=f"download failed: {type(error).__name__}")
-    return Fetched(incoming=incoming)
+        raise
+    incoming.close()
+    return Fetched(error=error)
 
 
 def _record_results(
