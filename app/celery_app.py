@@ -18,6 +18,7 @@ from app.core.config import Settings, settings_or_exit
 RESULT_TTL_S = 3600
 # Kept far above every countdown we use, so a delayed message is never redelivered early.
 VISIBILITY_TIMEOUT_S = 3600
+MEDIA_SWEEP_INTERVAL_S = 3600.0
 
 
 class TaskQueue(StrEnum):
@@ -35,6 +36,7 @@ TASK_ROUTES = {
     f"{TASKS_MODULE}.cancel_runpod_job_task": TaskQueue.TRACKING,
     f"{TASKS_MODULE}.reconcile_jobs": TaskQueue.MAINTENANCE,
     f"{TASKS_MODULE}.test_runpod_connection_task": TaskQueue.MAINTENANCE,
+    f"{TASKS_MODULE}.sweep_media": TaskQueue.MAINTENANCE,
 }
 
 
@@ -99,6 +101,12 @@ def create_celery(settings: Settings) -> Celery:
                 "task": f"{TASKS_MODULE}.reconcile_jobs",
                 "schedule": settings.reconcile_interval,
                 "options": {"expires": settings.reconcile_interval * 2},
+            },
+            # MEDIA_RETENTION_DAYS, and objects a store outage kept from being deleted.
+            "sweep-media": {
+                "task": f"{TASKS_MODULE}.sweep_media",
+                "schedule": MEDIA_SWEEP_INTERVAL_S,
+                "options": {"expires": MEDIA_SWEEP_INTERVAL_S},
             },
         },
     )

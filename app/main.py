@@ -10,7 +10,7 @@ from app.accounts.callers import KeyLookup
 from app.accounts.ratelimit import rate_limiter_from_settings
 from app.api import examples, ops, webhooks
 from app.api.deps import enforce_rate_limit
-from app.api.endpoints import runpod_endpoints
+from app.api.endpoints import media, runpod_endpoints
 from app.api.errors import install_error_handlers, problem_responses
 from app.api.openapi_docs import json_example, keep_example_nulls
 from app.core.config import settings_or_exit
@@ -60,6 +60,8 @@ def create_app() -> FastAPI:
         # The rate limit, and the ledger or broker being unreachable, on every route.
         responses=problem_responses(429, 503),
     )
+    # Signed image URLs: no API key, no per-key rate limit.
+    application.include_router(media.router)
     application.include_router(webhooks.router)
     application.include_router(playground.router)
     ops.install_operations(application, settings)  # /readyz, /metrics, body limits

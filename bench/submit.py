@@ -367,6 +367,7 @@ def podrelay_env(
 ) -> dict[str, str]:
     return child_env(
         environment="production" if args.auth == "key" else "development",
+        media_url_secret="mediasec_bench",  # production refuses the development default
         database_url=db_url,
         redis_url=redis_url,
         data_dir=str(folder / "data"),

@@ -58,6 +58,10 @@ REQUIRED_TEST_MODULES = (
     "tests/security/test_secrets_in_logs.py",
     "tests/chaos/test_chaos.py",
     "tests/chaos/test_report.py",
+    "tests/api/test_images.py",
+    "tests/media/test_store.py",
+    "tests/media/test_multihost.py",
+    "tests/media/test_worker_bucket.py",
 )
 
 FAST_SIMULATOR = SimulatorConfig(

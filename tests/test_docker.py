@@ -31,6 +31,8 @@ COMPOSE = "docker-compose.yml"
 COMPOSE_LOCAL = "docker-compose.local.yml"
 PODRELAY_SERVICES = {"api", "worker", "beat", "flower", "simulator"}
 SERVICES = {"postgres", "redis", *PODRELAY_SERVICES}
+# The base file keeps images in MinIO (the s3 media backend); the local one in a folder.
+OBJECT_STORE = {"minio", "minio-init"}
 SEED_WORKER = "celery -A app.celery_app worker --loglevel=info --concurrency=2"
 SEED_FLOWER = "celery -A app.celery_app flower --port=5555"
 API_COMMAND = "uvicorn app.main:app --host 0.0.0.0 --port 8000"
@@ -42,6 +44,9 @@ HOST_VARIABLES = (
     "PUBLIC_BASE_URL",
     "POSTGRES_PASSWORD",
     "WEBHOOK_SIGNING_SECRET",
+    "MEDIA_URL_SECRET",
+    "MEDIA_PUBLIC_BASE_URL",
+    "MINIO_ROOT_",
     "ENVIRONMENT",
     "LOG_LEVEL",
 )
@@ -142,7 +147,7 @@ def local(compose: Compose) -> dict[str, dict[str, Any]]:
 def test_compose_files_define_the_whole_stack(
     compose: Compose, base: dict[str, dict[str, Any]], local: dict[str, dict[str, Any]]
 ) -> None:
-    assert set(base) == SERVICES
+    assert set(base) == SERVICES | OBJECT_STORE
     assert set(local) == SERVICES
     assert base["simulator"].get("profiles") == ["simulator"]
     assert all("profiles" not in base[name] for name in SERVICES - {"simulator"})
@@ -215,7 +220,9 @@ def test_without_runpod_settings_the_base_file_targets_its_simulator(
         assert settings.database_url.startswith("postgresql+psycopg://podrelay:")
         assert "@postgres:5432/" in settings.database_url
         assert settings.redis_url == "redis://redis:6379/0"
-        assert str(settings.media_dir) == "/app/data/media"
+        assert settings.media_backend == "s3"
+        assert (settings.s3_bucket, settings.s3_endpoint_url) == ("podrelay", "http://minio:9000")
+        assert settings.media_public_base_url == "http://127.0.0.1:9000/podrelay"
 
 
 def test_local_file_is_a_development_stack_in_webhook_mode(

@@ -84,10 +84,16 @@ def job(job_id: str, prompt: str, **changes: Any) -> Json:
     }
 
 
+_EXAMPLE_SIG = "0Jx3vQ9bW1kTt2yS8mFzq4LrPd7aHcN5eUoG6iVbXkE"
+
+
 def image(image_id: str, seed: int) -> Json:
     return {
         "id": image_id,
         "url": f"{API}/images/{image_id}",
+        # Signed for one hour after the job was read (MEDIA_URL_TTL); no API key needed.
+        "signed_url": f"{API}/media/{image_id}?expires=1773484080&sig={_EXAMPLE_SIG}",
+        "signed_url_expires_at": "2026-03-14T10:28:00Z",
         "state": "stored",
         "width": 1024,
         "height": 1024,

@@ -36,8 +36,14 @@ class BatchRequest(GenerationOptions):
 
 class ImageOut(BaseModel):
     id: str
-    url: str
-    state: Literal["pending", "stored", "failed"]
+    url: str = Field(description="The image on the API, for the owner's API key.")
+    signed_url: str = Field(
+        description="The image on the API for anyone who has this URL, until "
+        "`signed_url_expires_at`: for `<img src>`. Add `&w=256&format=webp` (or `jpeg`) "
+        "for a resized copy."
+    )
+    signed_url_expires_at: datetime
+    state: Literal["pending", "stored", "failed", "deleted"]
     width: int | None
     height: int | None
     mime_type: str | None

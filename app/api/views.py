@@ -18,9 +18,11 @@ from app.api.schemas import (
     WebhookAttemptOut,
     WebhookDeliveryOut,
 )
+from app.core.config import get_settings
 from app.jobs.models import Batch, Job, JobImage
 from app.jobs.service import RecordedJob
 from app.jobs.status import JobStatus
+from app.media.signing import signed_url
 from app.notify.models import WebhookDelivery
 from app.scheduler.fair import Priority
 from app.scheduler.queue import Place
@@ -33,9 +35,12 @@ def image_url(image_id: str) -> str:
 
 
 def image_out(image: JobImage) -> ImageOut:
+    signed = signed_url(get_settings(), image.id)
     return ImageOut(
         id=image.id,
         url=image_url(image.id),
+        signed_url=signed.url,
+        signed_url_expires_at=signed.expires_at,
         state=image.state,
         width=image.width,
         height=image.height,

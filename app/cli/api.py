@@ -39,7 +39,11 @@ class PodrelayApi:
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         try:
-            self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+            # Images may redirect (to S3, or to the worker's copy while pending); httpx drops
+            # the key on a redirect to another host.
+            self._http = httpx.Client(
+                base_url=self.base_url, headers=headers, timeout=timeout, follow_redirects=True
+            )
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as error:
             raise ApiError(f"invalid API URL {base_url!r}: {error}") from None
 

@@ -21,6 +21,7 @@ from app.runpod.client import RUNPOD_API_BASE
 
 SIMULATOR_ENDPOINT_ID = "podrelay-sim"
 SIMULATOR_API_KEY = "simulator"
+DEVELOPMENT_MEDIA_URL_SECRET = "mediasec_development_only"  # noqa: S105 - refused in production
 
 # `https://api.runpod.ai/v2/<endpoint_id>/run` (seed form), also `/runsync` or no operation.
 _ENDPOINT_URL = re.compile(
@@ -37,6 +38,11 @@ class Environment(StrEnum):
     DEVELOPMENT = "development"
     TESTING = "testing"
     PRODUCTION = "production"
+
+
+class MediaBackend(StrEnum):
+    LOCAL = "local"
+    S3 = "s3"
 
 
 @dataclass(frozen=True)
@@ -245,8 +251,48 @@ class Settings(BaseSettings):
         default=Path("data"),
         description="Local state: embedded broker, beat schedule, gates.",
     )
+    media_backend: MediaBackend = Field(
+        default=MediaBackend.LOCAL,
+        description="Where result images are kept: `local` (MEDIA_DIR) or `s3` (S3_BUCKET on "
+        "AWS S3, Cloudflare R2, MinIO, Backblaze B2; credentials the standard AWS way).",
+    )
     media_dir: Path = Field(
-        default=Path("data/media"), description="Where result images are kept (by content hash)."
+        default=Path("data/media"),
+        description="The `local` backend's folder (images by content hash).",
+    )
+    s3_bucket: str | None = Field(
+        default=None, description="The `s3` backend's bucket (required with MEDIA_BACKEND=s3)."
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="An S3-compatible endpoint (R2, MinIO, B2); unset: AWS S3 in S3_REGION.",
+    )
+    s3_prefix: str = Field(
+        default="", description="Prefix of every object key Podrelay writes, e.g. `podrelay/`."
+    )
+    s3_region: str | None = Field(
+        default=None,
+        description="The bucket's region (unset: the AWS default chain's, or R2's `auto`).",
+    )
+    media_public_base_url: str | None = Field(
+        default=None,
+        description="A CDN or public URL in front of the bucket: images redirect there instead "
+        "of to presigned GETs (`s3` only).",
+    )
+    media_url_ttl: int = Field(
+        default=3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="Seconds a signed image URL stays valid (and a presigned GET behind it).",
+    )
+    media_url_secret: SecretStr = Field(
+        default=SecretStr(DEVELOPMENT_MEDIA_URL_SECRET),
+        description="Signs image URLs (HMAC); refused in production while it has its default.",
+    )
+    media_retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="Days a finished job's images are kept; unset: forever. Swept hourly.",
     )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_file: Path | None = Field(
@@ -275,6 +321,15 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_runpod_target(self) -> Self:
         self.runpod_target  # noqa: B018 - resolving the target validates the RunPod settings
+        return self
+
+    @model_validator(mode="after")
+    def _check_media(self) -> Self:
+        if self.media_backend is MediaBackend.S3 and not self.s3_bucket:
+            raise ValueError("S3_BUCKET is not set (MEDIA_BACKEND=s3 needs it)")
+        default_secret = self.media_url_secret.get_secret_value() == DEVELOPMENT_MEDIA_URL_SECRET
+        if self.environment is Environment.PRODUCTION and default_secret:
+            raise ValueError("MEDIA_URL_SECRET must be set in production (it signs image URLs)")
         return self
 
     @property

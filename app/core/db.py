@@ -136,6 +136,13 @@ class Database:
                 raise
         return result
 
+    async def run_in_thread(
+        self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """`run`, always in a thread: for work that also does blocking I/O besides the
+        database's (writing images to the media store), which must not stall the loop."""
+        return await asyncio.to_thread(partial(self._run_in_session, work, *args, **kwargs))
+
     def _run_in_session(
         self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:

@@ -46,8 +46,16 @@ class Conflict(PodrelayError):
     status_code, code, title = 409, "conflict", "Conflict"
 
 
+class Gone(PodrelayError):
+    status_code, code, title = 410, "gone", "Gone"
+
+
 class PayloadTooLarge(PodrelayError):
     status_code, code, title = 413, "payload_too_large", "Payload too large"
+
+
+class Unprocessable(PodrelayError):
+    status_code, code, title = 422, "validation_error", "Invalid request"
 
 
 class RateLimited(PodrelayError):
@@ -56,6 +64,10 @@ class RateLimited(PodrelayError):
 
 class UpstreamUnavailable(PodrelayError):
     status_code, code, title, retryable = 503, "upstream_unavailable", "Upstream unavailable", True
+
+
+class StoreUnavailable(PodrelayError):
+    status_code, code, title, retryable = 503, "storage_unavailable", "Storage unavailable", True
 
 
 def invalid_api_key() -> Unauthorized:

@@ -14,6 +14,7 @@ from app.core.config import Settings
 from app.core.db import Database
 from app.core.gate import IntervalGate
 from app.core.metrics import observe_runpod_attempt
+from app.media import open_store
 from app.media.store import MediaStore
 from app.runpod import RunPodClient
 from app.scheduler.routes import DEFAULT_ROUTE, Endpoint
@@ -39,7 +40,7 @@ class JobEngine:
         return cls(
             settings=settings,
             db=Database(settings.database_url),
-            store=MediaStore(settings.media_dir),
+            store=open_store(settings),
             gate=IntervalGate(redis_url=settings.redis_url, folder=settings.data_dir / "gates"),
             allowance=Allowance(redis_url=settings.redis_url, folder=settings.data_dir / "gates"),
         )

@@ -28,15 +28,16 @@ async def write_patiently(
     *args: P.args,
     **kwargs: P.kwargs,
 ) -> T:
-    """Run `write(session, ...)` as one unit of work (`Database.run`), again while the database
-    is unreachable, until the event loop's clock reaches `deadline`; then its error propagates.
-    Being one transaction, a failed attempt leaves nothing behind.
+    """Run `write(session, ...)` as one unit of work in a thread (it may store images too:
+    `Database.run_in_thread`), again while the database is unreachable, until the event loop's
+    clock reaches `deadline`; then its error propagates. Being one transaction, a failed
+    attempt leaves nothing behind.
     """
     loop = asyncio.get_running_loop()
     delay = _FIRST_DELAY_S
     while True:
         try:
-            return await db.run(write, *args, **kwargs)
+            return await db.run_in_thread(write, *args, **kwargs)
         except (OperationalError, InterfaceError) as error:
             if loop.time() + delay > deadline:
                 raise

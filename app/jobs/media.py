@@ -1,21 +1,47 @@
-"""Download result images from workers' URLs into the media store, with recorded retries."""
+"""Fetch result images from workers' URLs into the media store, with recorded retries.
+
+A download streams into an `IncomingMedia` spool (hashed on the way), which the store then
+streams on (to S3 in parts). An image a worker uploaded to our own bucket (worker-sdxl and
+worker-comfyui with BUCKET_ENDPOINT_URL) is read there once to hash and check it, copied to
+its content key server-side, and the worker's object is deleted. A store outage does not use
+up a download attempt: the image waits for the store, with backoff.
+"""
 
 import asyncio
+from dataclasses import dataclass
 from datetime import timedelta
 
 import httpx
 from loguru import logger
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
 from app.jobs.engine import JobEngine
+from app.jobs.media_locks import hold_media_key
 from app.jobs.models import JobImage
 from app.jobs.results import record_stored
-from app.media.store import MediaError
+from app.jobs.service import lock_sqlite_writes
+from app.media.s3 import S3Store
+from app.media.store import IncomingMedia, MediaError, StorageUnavailable
 
-MAX_IMAGE_BYTES = 50 * 1024 * 1024
 _BATCH = 100
 _CONCURRENCY = 16
+STORE_RETRY_CAP_S = 60.0
+
+
+@dataclass
+class Fetched:
+    """One download: the spooled bytes, or why there are none."""
+
+    incoming: IncomingMedia | None = None
+    error: str | None = None
+    # The key of the worker's object in our bucket, when it came from there.
+    bucket_key: str | None = None
+
+    def close(self) -> None:
+        if self.incoming is not None:
+            self.incoming.close()
 
 
 async def store_due_images(engine: JobEngine, job_ids: list[str] | None = None) -> int:
@@ -36,31 +62,117 @@ async def store_due_images(engine: JobEngine, job_ids: list[str] | None = None) 
         return 0
     limit = asyncio.Semaphore(_CONCURRENCY)
 
-    async def fetch(url: str | None) -> bytes | str:
+    async def fetch(url: str | None) -> Fetched:
         async with limit:
-            return await _download(engine.http, url)
+            return await _fetch(engine, url)
 
-    results = await asyncio.gather(*(fetch(url) for _, url in due))
-    await asyncio.to_thread(_record_results, engine, due, results)
+    tasks = [asyncio.ensure_future(fetch(url)) for _, url in due]
+    try:
+        fetched = await asyncio.gather(*tasks)
+    except BaseException:  # cancelled: close what did arrive
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is None:
+                task.result().close()
+        raise
+    try:  # the spools are closed whatever happens
+        adopted = await asyncio.to_thread(_record_results, engine, due, fetched)
+    finally:
+        for item in fetched:
+            item.close()
+    if adopted:
+        await asyncio.to_thread(_delete_worker_objects, engine, adopted)
     return len(due)
 
 
+async def _fetch(engine: JobEngine, url: str | None) -> Fetched:
+    store = engine.store
+    bucket_key = store.object_at(url) if url and isinstance(store, S3Store) else None
+    if isinstance(store, S3Store) and bucket_key is not None:
+        try:
+            incoming = await asyncio.to_thread(store.fetch_object, bucket_key)
+            return Fetched(incoming=incoming, bucket_key=bucket_key)
+        except (FileNotFoundError, StorageUnavailable, MediaError) as error:
+            # Not readable with our credentials: the URL carries its own.
+            logger.info("[RUNPOD TASK] worker object {} not copied: {}", bucket_key, error)
+    return await _download(engine.http, url)
+
+
+async def _download(http: httpx.AsyncClient, url: str | None) -> Fetched:
+    if not url:
+        return Fetched(error="no source URL")
+    incoming = IncomingMedia()
+    try:
+        async with http.stream("GET", url) as response:
+            if response.status_code != 200:
+                error = f"download answered HTTP {response.status_code}"
+            else:
+                async for chunk in response.aiter_bytes():
+                    incoming.write(chunk)
+                return Fetched(incoming=incoming)
+    except MediaError as failure:
+        error = str(failure)
+    except httpx.HTTPError as failure:
+        error = f"download failed: {type(failure).__name__}"
+    except BaseException:  # cancelled (the process stopping): no spool left behind
+        incoming.close()
+        raise
+    incoming.close()
+    return Fetched(error=error)
+
+
 def _record_results(
-    engine: JobEngine, due: list[tuple[str, str | None]], results: list[bytes | str]
-) -> None:
+    engine: JobEngine, due: list[tuple[str, str | None]], fetched: list[Fetched]
+) -> list[str]:
+    """Store and record each download; returns the worker objects copied (to delete)."""
+    adopted: list[str] = []
     with engine.db.session() as session:
-        for (image_id, _), result in zip(due, results, strict=True):
-            image = session.get_one(JobImage, image_id)
+        lock_sqlite_writes(session)
+        for (image_id, _), item in zip(due, fetched, strict=True):
+            # Locked: a deletion of the job's images waits, or is seen.
+            image = session.get_one(
+                JobImage, image_id, with_for_update=True, populate_existing=True
+            )
             if image.state != "pending":
                 continue
+            try:
+                _store(engine, session, image, item)
+            except StorageUnavailable as error:
+                _wait_for_store(engine, image, str(error))
+                continue
+            except MediaError as error:
+                item.error = str(error)
+            if image.state == "stored":
+                if item.bucket_key is not None:
+                    adopted.append(item.bucket_key)
+                continue
             image.download_attempts += 1
-            if isinstance(result, bytes):
-                try:
-                    record_stored(image, engine.store.put(result))
-                    continue
-                except MediaError as error:
-                    result = str(error)
-            _record_attempt_failure(engine, image, result)
+            _record_attempt_failure(engine, image, item.error or "not stored")
+    return adopted
+
+
+def _store(engine: JobEngine, session: Session, image: JobImage, item: Fetched) -> None:
+    if item.incoming is None:
+        return
+    media = item.incoming.media or item.incoming.finish()
+    hold_media_key(session, media.key)
+    store = engine.store
+    if item.bucket_key is not None and isinstance(store, S3Store):
+        store.copy_within(item.bucket_key, item.incoming)
+    else:
+        store.put(item.incoming)
+    image.download_attempts += 1
+    record_stored(image, media)
+
+
+def _wait_for_store(engine: JobEngine, image: JobImage, reason: str) -> None:
+    """Try again later: sooner after a short outage, at most every `STORE_RETRY_CAP_S`."""
+    waited = (utcnow() - image.created_at).total_seconds()
+    delay = min(max(engine.settings.image_download_retry_base, waited / 4), STORE_RETRY_CAP_S)
+    image.error = reason
+    image.next_attempt_at = utcnow() + timedelta(seconds=delay)
+    logger.warning(
+        "[RUNPOD TASK] image {} waits for the media store ({:.0f} s): {}", image.id, delay, reason
+    )
 
 
 def _record_attempt_failure(engine: JobEngine, image: JobImage, reason: str) -> None:
@@ -77,21 +189,14 @@ def _record_attempt_failure(engine: JobEngine, image: JobImage, reason: str) -> 
     )
 
 
-async def _download(http: httpx.AsyncClient, url: str | None) -> bytes | str:
-    """The image bytes, or why they could not be had."""
-    if not url:
-        return "no source URL"
-    try:
-        async with http.stream("GET", url) as response:
-            if response.status_code != 200:
-                return f"download answered HTTP {response.status_code}"
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > MAX_IMAGE_BYTES:
-                    return f"image larger than {MAX_IMAGE_BYTES} bytes"
-                chunks.append(chunk)
-            return b"".join(chunks)
-    except httpx.HTTPError as error:
-        return f"download failed: {type(error).__name__}"
+def _delete_worker_objects(engine: JobEngine, keys: list[str]) -> None:
+    """The worker's copies in our bucket, now that ours are stored (else deleting a job
+    would leave its images there)."""
+    store = engine.store
+    if not isinstance(store, S3Store):
+        return
+    for key in keys:
+        try:
+            store.delete_object(key)
+        except (StorageUnavailable, FileNotFoundError) as error:
+            logger.warning("[RUNPOD TASK] worker object {} not deleted: {}", key, error)

@@ -72,7 +72,8 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Indexed for the retention sweep, which looks for jobs that finished long enough ago.
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     deadline_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     # When the tracker should next look at this job (submit again, or poll RunPod).
@@ -127,9 +128,10 @@ class JobImage(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
     index: Mapped[int] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(16))  # pending|stored|failed
+    state: Mapped[str] = mapped_column(String(16))  # pending|stored|failed|deleted
     source_url: Mapped[str | None] = mapped_column(Text)
-    storage_key: Mapped[str | None] = mapped_column(String(128))
+    # Kept after deletion: the object goes once no image that is not deleted shares the key.
+    storage_key: Mapped[str | None] = mapped_column(String(128), index=True)
     sha256: Mapped[str | None] = mapped_column(String(64))
     mime_type: Mapped[str | None] = mapped_column(String(64))
     size_bytes: Mapped[int | None] = mapped_column(Integer)
@@ -140,5 +142,6 @@ class JobImage(Base):
     error: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     job: Mapped[Job] = relationship(back_populates="images")

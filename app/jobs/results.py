@@ -4,10 +4,17 @@ from loguru import logger
 from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
+from app.jobs.media_locks import hold_media_key
 from app.jobs.models import Job, JobImage
 from app.jobs.service import add_event, move, new_id
 from app.jobs.status import JobStatus
-from app.media.store import MediaError, MediaStore, StoredMedia
+from app.media.store import (
+    IncomingMedia,
+    MediaError,
+    MediaStore,
+    StorageUnavailable,
+    StoredMedia,
+)
 from app.runpod import JobState, OutputFormatError, describe_job_error, images_of
 from app.runpod.models import RunPodStatus
 
@@ -67,8 +74,14 @@ def _complete(
         return move(
             session, job, JobStatus.FAILED, error_code="no_images", message="the job made no images"
         )
+    try:
+        inline = [store_inline(session, store, image.data) for image in images]
+    except StorageUnavailable as error:
+        # RunPod keeps the output: the job completes on a later reading, once it is stored.
+        logger.warning("[RUNPOD TASK] job {}: images not stored yet: {}", job.id, error)
+        return False
     now = utcnow()
-    for index, image in enumerate(images):
+    for index, (image, stored) in enumerate(zip(images, inline, strict=True)):
         row = JobImage(
             id=new_id("img"),
             job_id=job.id,
@@ -80,13 +93,29 @@ def _complete(
             next_attempt_at=now,
             created_at=now,
         )
-        if image.data is not None:
-            try:
-                record_stored(row, store.put(image.data))
-            except MediaError as error:
-                row.state, row.error, row.next_attempt_at = "failed", str(error), None
+        if isinstance(stored, StoredMedia):
+            record_stored(row, stored)
+        elif stored is not None:
+            row.state, row.error, row.next_attempt_at = "failed", stored, None
         session.add(row)
     return move(session, job, JobStatus.COMPLETED, data={"source": source, "images": len(images)})
+
+
+def store_inline(
+    session: Session, store: MediaStore, data: bytes | None
+) -> StoredMedia | str | None:
+    """Store an image the output carried inline: what was stored, why not, or None (a URL)."""
+    if data is None:
+        return None
+    try:
+        incoming = IncomingMedia.from_bytes(data)
+    except MediaError as error:
+        return str(error)
+    try:
+        hold_media_key(session, incoming.checked().key)
+        return store.put(incoming)
+    finally:
+        incoming.close()
 
 
 def record_stored(row: JobImage, stored: StoredMedia) -> None:

@@ -195,7 +195,7 @@ def lock_jobs(session: Session, job_ids: Iterable[str]) -> dict[str, Job]:
     ids = sorted(set(job_ids))
     if not ids:
         return {}
-    _lock_sqlite(session)
+    lock_sqlite_writes(session)
     query = (
         select(Job)
         .where(Job.id.in_(ids))
@@ -215,13 +215,13 @@ def locked_job(session: Session, job_id: str) -> Job:
     """
     if job_id in _locked_ids(session):
         return session.get_one(Job, job_id)  # locked by `lock_jobs`: in the identity map
-    _lock_sqlite(session)
+    lock_sqlite_writes(session)
     job = session.get_one(Job, job_id, with_for_update=True, populate_existing=True)
     _locked_ids(session).add(job_id)
     return job
 
 
-def _lock_sqlite(session: Session) -> None:
+def lock_sqlite_writes(session: Session) -> None:
     """SQLite has no row locks, and reads outside a write transaction, so a job read there can
     be stale by the time it is written. A write that changes nothing takes the database's write
     lock: no other process commits until this transaction ends, and what is read next stays."""

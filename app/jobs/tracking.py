@@ -171,7 +171,8 @@ async def enforce_deadlines(engine: JobEngine) -> int:
         for reading in readings
         if isinstance(reading, JobState) and reading.is_terminal
     }
-    to_cancel = await engine.db.run(_settle_overdue, engine, targets, final)
+    # In a thread: a result that arrived meanwhile may carry images to store.
+    to_cancel = await engine.db.run_in_thread(_settle_overdue, engine, targets, final)
     await asyncio.gather(*(cancel_quietly(engine, runpod_id) for runpod_id in to_cancel))
     return len(targets)
 

@@ -143,7 +143,8 @@ class WebhookReceiver:
 
     async def _receive(self, deliveries: list[WebhookDelivery]) -> list[WebhookOutcome | Exception]:
         try:
-            outcomes, image_jobs = await self._db.run(self._apply, deliveries)
+            # In a thread: images the output carries inline are written to the media store.
+            outcomes, image_jobs = await self._db.run_in_thread(self._apply, deliveries)
         except Exception:  # one delivery broke the shared transaction: each on its own
             if len(deliveries) == 1:
                 raise

@@ -15,7 +15,9 @@ doubles each time up to 1 h, for `client_webhook_attempts` attempts (12 by defau
 least once: a receiver dedupes on the `webhook-id` header.
 
 `job.completed` waits until the job's images are stored (up to `IMAGE_WAIT_S`), so the image
-URLs in it work when it arrives.
+URLs in it work when it arrives. Each image has its API `url` (for the API key) and a
+`signed_url` for anyone, valid MEDIA_URL_TTL from the first attempt (fetch the job for fresh
+ones).
 """
 
 import asyncio
@@ -36,10 +38,12 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.accounts.models import ApiKey
+from app.core.config import Settings, get_settings
 from app.core.db import database_now, utcnow
 from app.jobs.engine import JobEngine
 from app.jobs.models import Batch, Job, JobImage
 from app.jobs.status import JobStatus
+from app.media.signing import signed_url
 from app.notify.models import WebhookDelivery
 from app.notify.signing import signed_headers
 from app.notify.urls import UnsafeWebhookUrl, check_webhook_url, pinned
@@ -191,6 +195,7 @@ def job_payload(session: Session, job: Job, event: str) -> dict[str, Any]:
     images = session.scalars(
         select(JobImage).where(JobImage.job_id == job.id).order_by(JobImage.index)
     ).all()
+    settings = get_settings()
     return {
         "type": event,
         "timestamp": _iso(job.finished_at or utcnow()),
@@ -202,15 +207,7 @@ def job_payload(session: Session, job: Job, event: str) -> dict[str, Any]:
             "error": (
                 {"code": job.error_code, "message": job.error_message} if job.error_code else None
             ),
-            "images": [
-                {
-                    "id": image.id,
-                    "url": f"{API_PREFIX}/images/{image.id}",
-                    "state": image.state,
-                    "seed": image.seed,
-                }
-                for image in images
-            ],
+            "images": [_image(image, settings) for image in images],
             "timings": {
                 "created_at": _iso(job.created_at),
                 "submitted_at": _iso(job.submitted_at),
@@ -221,6 +218,18 @@ def job_payload(session: Session, job: Job, event: str) -> dict[str, Any]:
             },
             "links": {"status": f"{API_PREFIX}/status/{job.id}"},
         },
+    }
+
+
+def _image(image: JobImage, settings: Settings) -> dict[str, Any]:
+    signed = signed_url(settings, image.id)
+    return {
+        "id": image.id,
+        "url": f"{API_PREFIX}/images/{image.id}",
+        "signed_url": signed.url,
+        "signed_url_expires_at": _iso(signed.expires_at),
+        "state": image.state,
+        "seed": image.seed,
     }
 
 

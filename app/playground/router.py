@@ -10,7 +10,9 @@ from importlib.resources import files
 from fastapi import APIRouter
 from fastapi.responses import Response
 
+from app.api.deps import EngineDep
 from app.core.errors import NotFound
+from app.media.store import MediaStore
 
 _STATIC = files(__package__) / "static"
 _MEDIA_TYPES = {
@@ -20,31 +22,35 @@ _MEDIA_TYPES = {
     "style.css": "text/css; charset=utf-8",
 }
 _FILES = {name: (_STATIC / name).read_bytes() for name in _MEDIA_TYPES}
-# blob: for images, which the page fetches with the API key header and shows from memory.
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:{media}; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 _HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
 
+
 router = APIRouter(include_in_schema=False)
 
 
-def _serve(name: str) -> Response:
-    return Response(_FILES[name], media_type=_MEDIA_TYPES[name], headers=_HEADERS)
+def _serve(name: str, store: MediaStore) -> Response:
+    # Images load from their signed URLs: the API's, and where the s3 backend redirects.
+    origin = store.redirect_origin
+    csp = _CSP.format(media=f" {origin}" if origin else "")
+    headers = {**_HEADERS, "Content-Security-Policy": csp}
+    return Response(_FILES[name], media_type=_MEDIA_TYPES[name], headers=headers)
 
 
 @router.get("/")
-async def page() -> Response:
-    return _serve("index.html")
+async def page(engine: EngineDep) -> Response:
+    return _serve("index.html", engine.store)
 
 
 @router.get("/playground/{name}")
-async def asset(name: str) -> Response:
+async def asset(name: str, engine: EngineDep) -> Response:
     if name == "index.html" or name not in _FILES:
         raise NotFound("no such playground file", code="not_found")
-    return _serve(name)
+    return _serve(name, engine.store)

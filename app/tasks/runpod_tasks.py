@@ -18,7 +18,7 @@ from app.accounts.callers import internal_caller
 from app.celery_app import celery_app
 from app.core.db import database_now
 from app.core.errors import PodrelayError
-from app.jobs import service
+from app.jobs import retention, service
 from app.jobs.admission import Accepted, accept_requests
 from app.jobs.connection import check_connection
 from app.jobs.intake import job_request
@@ -147,6 +147,12 @@ def track_jobs() -> None:
     report = run(tick(get_engine()))
     if report is not None and (report.polled or report.timed_out):
         logger.debug("[RUNPOD TASK] tick {}", report)
+
+
+@celery_app.task(ignore_result=True)
+def sweep_media() -> None:
+    """Delete expired images (MEDIA_RETENTION_DAYS) and collect unused objects."""
+    retention.sweep(get_engine())
 
 
 @celery_app.task

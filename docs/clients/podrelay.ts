@@ -74,7 +74,13 @@ export interface Image {
   id: string;
   /** A path on the API (`/api/v1/runpod/images/{id}`); fetch it with the same API key. */
   url: string;
-  state: "pending" | "stored" | "failed";
+  /**
+   * A path on the API that needs no key until `signed_url_expires_at`: put it in `<img src>`.
+   * Append `&w=256&format=webp` (or `jpeg`) for a resized copy.
+   */
+  signed_url: string;
+  signed_url_expires_at: string;
+  state: "pending" | "stored" | "failed" | "deleted";
   width: number | null;
   height: number | null;
   mime_type: string | null;
@@ -324,6 +330,12 @@ export class PodrelayClient {
     return this.request<Job>("DELETE", `/api/v1/runpod/cancel/${encodeURIComponent(jobId)}`);
   }
 
+  /** Delete a finished job's images (their URLs answer 410), and its prompt with `purgePrompt`. */
+  deleteJob(jobId: string, purgePrompt = false): Promise<Job> {
+    const purge = purgePrompt ? "?purge=prompt" : "";
+    return this.request<Job>("DELETE", `/api/v1/runpod/jobs/${encodeURIComponent(jobId)}${purge}`);
+  }
+
   /** The caller's jobs, newest first; pass `next_cursor` back as `cursor` for the next page. */
   listJobs(options: ListJobsOptions = {}): Promise<JobPage> {
     const query = new URLSearchParams();
@@ -353,7 +365,7 @@ export class PodrelayClient {
     return this.request<QueueStats>("GET", `/api/v1/runpod/queue/stats`);
   }
 
-  /** A stored image's bytes (an `Image.url` needs the API key, so no plain `<img src>`). */
+  /** A stored image's bytes, with the API key (a page can use `image.signed_url` instead). */
   async image(image: Image, signal?: AbortSignal): Promise<Blob> {
     const response = await this.send("GET", image.url, { signal });
     return response.blob();

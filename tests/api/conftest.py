@@ -44,6 +44,7 @@ def api_factory(
             "MEDIA_DIR": str(tmp_path / "media"),
             "LOG_FILE": str(tmp_path / "logs" / "app.log"),
             "POLL_SWEEP_INTERVAL": "0.01",
+            "MEDIA_URL_SECRET": "mediasec_test",
             "RUNPOD_POLL_INTERVAL": "0.1",
         }
         for name, value in {**base, **env}.items():

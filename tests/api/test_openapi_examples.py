@@ -138,6 +138,17 @@ def _when(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+_IMAGE_URLS = {"url", "signed_url", "signed_url_expires_at"}
+
+
+def _unsigned(job: Json) -> Json:
+    """The job with its images' signed URLs left out: they are signed for a time from now."""
+    images = [
+        {**image, "signed_url": None, "signed_url_expires_at": None} for image in job["images"]
+    ]
+    return {**job, "images": images}
+
+
 def _job_row(example: Json) -> Job:
     """The ledger row that `job_out` should render as `example`."""
     timings, error = example["timings"], example["error"] or {}
@@ -161,7 +172,7 @@ def _job_row(example: Json) -> Job:
         **{key: _when(timings[key]) for key in ("created_at", "submitted_at", "started_at")},
         **{key: _when(timings[key]) for key in ("finished_at", "deadline_at")},
         images=[
-            JobImage(index=index, **{k: v for k, v in image.items() if k != "url"})
+            JobImage(index=index, **{k: v for k, v in image.items() if k not in _IMAGE_URLS})
             for index, image in enumerate(example["images"])
         ],
     )
@@ -177,7 +188,10 @@ def test_job_and_batch_examples_are_what_the_views_render() -> None:
         assert _NEW_ID.fullmatch(example["id"])
         assert all(image["url"] == image_url(image["id"]) for image in example["images"])
         view = job_out(_job_row(example), price_per_second=price, place=None)
-        assert view.model_dump(mode="json") == {**example, "webhook_deliveries": []}
+        rendered = view.model_dump(mode="json")
+        for image in rendered["images"]:
+            assert image["signed_url"].startswith(f"{API_PREFIX}/media/{image['id']}?expires=")
+        assert _unsigned(rendered) == _unsigned({**example, "webhook_deliveries": []})
         JobStatus(example["status"])
     for batch in (examples.ACCEPTED_BATCH, examples.RUNNING_BATCH):
         row = Batch(
@@ -186,7 +200,9 @@ def test_job_and_batch_examples_are_what_the_views_render() -> None:
             size=batch["size"],
             jobs=[_job_row(job) for job in batch["jobs"]],
         )
-        assert batch_out(row, price_per_second=price).model_dump(mode="json") == batch
+        rendered = batch_out(row, price_per_second=price).model_dump(mode="json")
+        unsigned = {"jobs": [_unsigned(job) for job in rendered["jobs"]]}
+        assert {**rendered, **unsigned} == {**batch, "jobs": [_unsigned(j) for j in batch["jobs"]]}
     ids = [examples.BATCH_ID, *examples.IMAGE_IDS, examples.DELIVERY["id"]]
     assert all(_NEW_ID.fullmatch(found) for found in ids), ids
     assert examples.JOB_PAGE["next_cursor"] == examples.JOB_PAGE["items"][-1]["id"]

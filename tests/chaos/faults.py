@@ -10,8 +10,10 @@ from typing import Any
 
 from tests.chaos.cluster import Cluster
 from tests.chaos.postgres import PostgresServer
+from tests.media.s3_server import S3Server
 
 OUTAGE_S = 3.0
+OBJECT_STORE_OUTAGE_S = 20.0
 # The storm and the webhook loss last at least this long, and until every job is submitted.
 SIMULATOR_FAULT_S = 20.0
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
@@ -45,6 +47,7 @@ class Context:
     cluster: Cluster
     postgres: PostgresServer | None
     submit_timeout_s: float
+    object_store: S3Server | None = None
 
 
 def kill_worker(context: Context) -> None:
@@ -67,6 +70,21 @@ def restart_postgres(context: Context) -> None:
     context.postgres.stop(mode="immediate")
     time.sleep(OUTAGE_S)
     context.postgres.start()
+
+
+def object_store_outage(context: Context) -> None:
+    """The S3 server (the media store of both workers and APIs) stops answering for 20 s
+    (SIGSTOP: connections hang); images wait for it and are stored once it is back."""
+    assert context.object_store is not None
+    stack = context.cluster.stack
+    context.object_store.freeze()
+    try:
+        time.sleep(OBJECT_STORE_OUTAGE_S)
+        waiting = stack.progress().pending_images
+    finally:
+        context.object_store.thaw()
+    stack.mark(f"{waiting} images waited for the object store")
+    assert waiting > 0, "the outage met no image: it proves nothing"
 
 
 def _simulator_fault(context: Context, fault: dict[str, Any], calm: dict[str, Any]) -> None:

@@ -1,10 +1,20 @@
 """Write docs/RELIABILITY.md from the chaos suite's results (`make chaos` runs this).
 
 python -m tests.chaos.report data/chaos/results.json docs/RELIABILITY.md --fuzz-examples 300
+
+`--merge` keeps the rows (and the fuzzing section) of the scenarios the results do not cover
+from the existing file, replaces or adds the others, and says which rows were merged when:
+for a scenario run alone at full scale, e.g.
+
+PODRELAY_CHAOS_JOBS=500 PODRELAY_CHAOS_RESULTS=data/chaos/one.json .venv/bin/pytest -s \
+    'tests/chaos/test_chaos.py::test_scenario_loses_duplicates_and_strands_nothing[NAME]'
+python -m tests.chaos.report data/chaos/one.json docs/RELIABILITY.md --merge
 """
 
 import argparse
 import json
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,15 +51,57 @@ def _row(result: dict[str, Any]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def render(results: dict[str, Any], *, fuzz_examples: int | None, when: datetime) -> str:
-    rows = [_row(result) for result in results.values()]
-    verdict = all(r["lost"] == r["duplicated"] == r["stuck"] == 0 for r in results.values())
+@dataclass(frozen=True)
+class Earlier:
+    """What `--merge` keeps of the file it updates."""
+
+    written: str  # its "Written by ..." paragraph
+    rows: dict[str, str]  # scenario -> its table row
+    fuzzing: list[str]  # its API fuzzing section, if any
+
+
+_ROW = re.compile(r"^\| \*\*(?P<name>[^*]+)\*\*")
+
+
+def earlier(text: str) -> Earlier:
+    lines = text.splitlines()
+    written = next(line for line in lines if line.startswith("Written by "))
+    rows = {m["name"]: line for line in lines if (m := _ROW.match(line))}
+    start = next((i for i, line in enumerate(lines) if line == "## API fuzzing"), len(lines))
+    return Earlier(written, rows, lines[start:])
+
+
+def _clean(row: str) -> bool:
+    lost, duplicated, stuck = (cell.strip() for cell in row.split(" | ")[3:6])
+    return lost == duplicated == stuck == "0"
+
+
+def render(
+    results: dict[str, Any],
+    *,
+    fuzz_examples: int | None,
+    when: datetime,
+    merge: Earlier | None = None,
+) -> str:
+    rows = dict(merge.rows) if merge else {}
+    rows.update({name: _row(result) for name, result in results.items()})
+    verdict = all(_clean(row) for row in rows.values())
+    written = (
+        f"Written by `{COMMAND}` on {when:%Y-%m-%d %H:%M} UTC, on {machine()}, "
+        "shared with other work at the time. Reproduce everything with `make chaos`, "
+        "one scenario with the command in its row."
+    )
+    if merge is not None:
+        names = ", ".join(f"**{name}**" for name in results)
+        written = (
+            f"{merge.written} The rows of {names} were run alone, at the scale in their row, "
+            f"and merged in (`python -m tests.chaos.report --merge`) on {when:%Y-%m-%d %H:%M} "
+            f"UTC, on {machine()}."
+        )
     lines = [
         "# Reliability",
         "",
-        f"Written by `{COMMAND}` on {when:%Y-%m-%d %H:%M} UTC, on {machine()}, "
-        "shared with other work at the time. Reproduce everything with `make chaos`, "
-        "one scenario with the command in its row.",
+        written,
         "",
         "Each scenario runs Podrelay as a user who outgrew one machine deploys it: two Celery "
         "workers and two API processes sharing one PostgreSQL database and one Redis, with the "
@@ -84,10 +136,12 @@ def render(results: dict[str, Any], *, fuzz_examples: int | None, when: datetime
         "| scenario | mode | submitted | lost | duplicated | stuck | time to recover "
         "| final statuses | orphans | reproduce |",
         "|---|---|---|---|---|---|---|---|---|---|",
-        *rows,
+        *rows.values(),
         "",
     ]
-    if fuzz_examples is not None:
+    if fuzz_examples is None and merge is not None and merge.fuzzing:
+        lines += [*merge.fuzzing, ""] if merge.fuzzing[-1] else merge.fuzzing
+    elif fuzz_examples is not None:
         lines += [
             "## API fuzzing",
             "",
@@ -105,11 +159,14 @@ def main() -> None:
     parser.add_argument("results", type=Path)
     parser.add_argument("output", type=Path)
     parser.add_argument("--fuzz-examples", type=int, default=None)
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the other scenarios' rows of OUTPUT"
+    )
     args = parser.parse_args()
     results = json.loads(args.results.read_text())
-    args.output.write_text(
-        render(results, fuzz_examples=args.fuzz_examples, when=datetime.now(UTC))
-    )
+    merge = earlier(args.output.read_text()) if args.merge else None
+    text = render(results, fuzz_examples=args.fuzz_examples, when=datetime.now(UTC), merge=merge)
+    args.output.write_text(text)
     print(f"wrote {args.output} ({len(results)} scenarios)")
 
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,7 @@ from tests.chaos.faults import Context
 from tests.chaos.outcome import Outcome, assess, record, wait_recovered, wait_runpod_idle
 from tests.chaos.postgres import PostgresServer
 from tests.jobs.worker_stack import StackFactory, stack_factory, wait_until
+from tests.media.s3_server import S3Server, running_s3_server, with_test_credentials
 
 JOBS = int(os.environ.get("PODRELAY_CHAOS_JOBS", "40"))
 # Generous: seconds per job on a shared 2-core machine, plus a fixed part for the fault.
@@ -43,6 +45,8 @@ class Scenario:
     all_complete: bool = True
     # Settings over CLUSTER_SETTINGS for this scenario's stack.
     settings: tuple[tuple[str, float], ...] = ()
+    # Images in an S3 bucket (a private moto server) instead of a shared folder.
+    object_store: bool = False
 
 
 # Without RunPod faults a live worker's POST /run takes milliseconds, so a killed worker's
@@ -70,6 +74,7 @@ SCENARIOS = [
     Scenario("lost-runpod-webhooks", faults.drop_webhooks, webhooks=True, fault_at=0.2),
     Scenario("clock-skew-ahead-60s", faults.skewed_clock, skew="+60s"),
     Scenario("clock-skew-behind-60s", faults.skewed_clock, skew="-60s"),
+    Scenario("object-store-outage", faults.object_store_outage, object_store=True),
 ]
 
 
@@ -96,6 +101,12 @@ def stacks(tmp_path: Path) -> Iterator[StackFactory]:
 
 
 @pytest.fixture
+def object_store(tmp_path: Path) -> Iterator[S3Server]:
+    with running_s3_server(tmp_path / "s3") as server:
+        yield server
+
+
+@pytest.fixture
 def private_postgres() -> Iterator[PostgresServer]:
     server = PostgresServer()
     try:
@@ -106,11 +117,18 @@ def private_postgres() -> Iterator[PostgresServer]:
 
 
 def build_cluster(
-    stacks: StackFactory, scenario: Scenario, postgres: PostgresServer | None
+    stacks: StackFactory,
+    scenario: Scenario,
+    postgres: PostgresServer | None,
+    object_store: S3Server | None = None,
 ) -> Cluster:
     redis_server = stacks.redis()
     simulator = stacks.simulator(RUNPOD.model_copy(deep=True))
-    extra = {"postgres_admin_url": postgres.admin_url} if postgres is not None else {}
+    extra: dict[str, Any] = {}
+    if postgres is not None:
+        extra["postgres_admin_url"] = postgres.admin_url
+    if object_store is not None:
+        extra |= object_store.settings(object_store.new_bucket())
     stack = stacks.build(
         ledger="postgresql",
         broker="redis",
@@ -120,6 +138,8 @@ def build_cluster(
         **extra,
         **{**CLUSTER_SETTINGS, **dict(scenario.settings)},
     )
+    if object_store is not None:
+        stack.env = with_test_credentials(stack.env)
     cluster = Cluster(stack, redis_server)
     skewed = {"worker-b": faults.faketime_env(scenario.skew)} if scenario.skew else {}
     cluster.start(worker_env=skewed)
@@ -134,10 +154,13 @@ def test_scenario_loses_duplicates_and_strands_nothing(
     postgres: PostgresServer | None = None
     if scenario.private_postgres:  # first, so that it stops after the stack's processes
         postgres = request.getfixturevalue("private_postgres")
+    object_store: S3Server | None = None
+    if scenario.object_store:
+        object_store = request.getfixturevalue("object_store")
     stacks: StackFactory = request.getfixturevalue("stacks")
-    cluster = build_cluster(stacks, scenario, postgres)
+    cluster = build_cluster(stacks, scenario, postgres, object_store)
     try:
-        outcome = run_scenario(cluster, scenario, postgres)
+        outcome = run_scenario(cluster, scenario, postgres, object_store)
     finally:
         cluster.stop_supervising()  # before the stack stops its processes
     record(outcome)
@@ -151,11 +174,22 @@ def test_scenario_loses_duplicates_and_strands_nothing(
         assert not outcome.orphans, report
     if scenario.all_complete:
         assert outcome.statuses == {"completed": JOBS}, report
+    if scenario.object_store:  # every image stored, in the bucket
+        images = [image for job in cluster.stack.jobs() for image in job.images]
+        assert {image.state for image in images} == {"stored"}, report
+        assert object_store is not None
+        keys = set(object_store.keys(cluster.stack.settings.s3_bucket or ""))
+        assert {f"podrelay/{image.storage_key}" for image in images} <= keys, report
     else:
         assert outcome.statuses.get("completed", 0) > 0, report
 
 
-def run_scenario(cluster: Cluster, scenario: Scenario, postgres: PostgresServer | None) -> Outcome:
+def run_scenario(
+    cluster: Cluster,
+    scenario: Scenario,
+    postgres: PostgresServer | None,
+    object_store: S3Server | None = None,
+) -> Outcome:
     """Submit, inject the fault halfway (or as the scenario says), and wait for recovery."""
     stack = cluster.stack
     cluster.submit_in_background(JOBS, scenario.name)
@@ -167,7 +201,7 @@ def run_scenario(cluster: Cluster, scenario: Scenario, postgres: PostgresServer 
         details=stack.tail,
     )
     stack.mark(f"{cluster.accepted_count()} jobs accepted; fault: {scenario.name}")
-    scenario.fault(Context(cluster, postgres, SUBMIT_TIMEOUT_S))
+    scenario.fault(Context(cluster, postgres, SUBMIT_TIMEOUT_S, object_store))
     fault_ended = time.monotonic()
     stack.mark("fault over")
     cluster.wait_submitted(SUBMIT_TIMEOUT_S)

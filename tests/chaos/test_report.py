@@ -72,3 +72,26 @@ def test_the_command_line_writes_the_file(tmp_path: Path) -> None:
         timeout=60,
     )
     assert "| **lost-runpod-webhooks**" in target.read_text()
+
+
+def test_merge_keeps_the_other_scenarios_rows_and_says_what_it_added(tmp_path: Path) -> None:
+    full = {name: asdict(outcome(name)) for name in ("worker-kill-9", "redis-restart")}
+    target = tmp_path / "RELIABILITY.md"
+    target.write_text(render(full, fuzz_examples=300, when=WHEN))
+    source = tmp_path / "one.json"
+    source.write_text(json.dumps({"object-store-outage": asdict(outcome("object-store-outage"))}))
+    command = [sys.executable, "-m", "tests.chaos.report", str(source), str(target), "--merge"]
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
+    text = target.read_text()
+    rows = [line.split("**")[1] for line in text.splitlines() if line.startswith("| **")]
+    assert rows == ["worker-kill-9", "redis-restart", "object-store-outage"]
+    assert "Written by `make chaos` on 2026-11-27 04:30 UTC" in text
+    assert "The rows of **object-store-outage** were run alone" in text
+    assert "Verdict: every scenario 0 lost, 0 duplicated, 0 stuck." in text
+    assert "300 examples per operation" in text
+
+    source.write_text(json.dumps({"redis-restart": asdict(outcome("redis-restart", lost=1))}))
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
+    text = target.read_text()
+    assert "Verdict: FAILED." in text
+    assert len([line for line in text.splitlines() if "| **redis-restart**" in line]) == 1

@@ -144,9 +144,13 @@ def test_a_prompt_becomes_an_image_in_the_page(
     """With an API key: submit, follow over SSE, show and offer the image, keep the key."""
     stream_auth: list[str | None] = []
 
+    image_requests: list[dict[str, str]] = []
+
     def on_request(request: Request) -> None:
         if request.url.endswith("/events"):
             stream_auth.append(request.headers.get("authorization"))
+        if f"{API}/media/" in request.url:
+            image_requests.append(request.headers)
 
     page.on("request", on_request)
     prompt = "a lighthouse at dusk, playground"
@@ -169,7 +173,14 @@ def test_a_prompt_becomes_an_image_in_the_page(
     expect(card.locator(".job-cancel")).to_have_count(0)
     download = card.get_by_role("link", name=f"Download {job_id}-1.png")
     expect(download).to_have_attribute("download", f"{job_id}-1.png")
-    assert (download.get_attribute("href") or "").startswith("blob:")
+    href = download.get_attribute("href") or ""
+    assert href.startswith(f"{API}/media/")
+    assert "sig=" in href
+    src = card.locator("img.result").get_attribute("src") or ""
+    assert src == href  # the signed URL itself, with no key in it
+    assert playground.api_key not in src
+    assert image_requests
+    assert all("authorization" not in h for h in image_requests)
     expect(page.locator("#error")).to_be_hidden()
     save_screenshot(page, tmp_path)
 

@@ -39,7 +39,7 @@ from app.devstack import (
 )
 from app.jobs.models import Job, JobEvent, JobImage
 from app.jobs.status import TERMINAL, JobStatus
-from app.media.store import MediaStore
+from app.media import open_store
 from app.simulator.config import SimulatorConfig
 from app.simulator.server import SimulatorServer
 
@@ -248,7 +248,7 @@ class WorkerStack:
         self.env = self._child_env()
         self.db = Database(database_url)
         upgrade_database(self.db)
-        self.store = MediaStore(self.settings.media_dir)
+        self.store = open_store(self.settings)
         self.celery: Any = create_celery(self.settings)
         self.processes: list[subprocess.Popen[bytes]] = []
         self.logs: list[Path] = []
@@ -320,14 +320,18 @@ class WorkerStack:
         if process is self.worker:
             self.worker = None
 
-    def start_api(self, *, port: int | None = None) -> str:
-        """An API process on `port`, by default the webhook receiver's; returns its base URL."""
+    def start_api(
+        self, *, port: int | None = None, extra_env: Mapping[str, str] | None = None
+    ) -> str:
+        """An API process on `port`, by default the webhook receiver's; returns its base URL.
+        `extra_env` is added to the stack's environment for this process only."""
         port = port or self.api_port or free_port()
         argv = [
             sys.executable, "-m", "uvicorn", "app.main:app",
             "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
         ]  # fmt: skip
-        process = start_process(argv, env=self.env, log_path=self._log_path("api"))
+        env = {**self.env, **(extra_env or {})}
+        process = start_process(argv, env=env, log_path=self._log_path("api"))
         self.processes.append(process)
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/healthz", timeout=60)

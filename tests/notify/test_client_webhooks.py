@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from loguru import logger
@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from app.accounts.service import create_key
 from app.api.views import batch_out, job_out
+from app.core.config import get_settings
 from app.core.db import utcnow
 from app.jobs import service
 from app.jobs.cancel import cancel_job
@@ -22,6 +23,7 @@ from app.jobs.models import Batch, Job, JobImage
 from app.jobs.status import JobStatus
 from app.jobs.submit import submit_job
 from app.jobs.tracking import tick
+from app.media import signing
 from app.notify.deliveries import deliver_due
 from app.notify.models import WebhookDelivery
 from app.notify.signing import WebhookVerificationError, sign, verify
@@ -156,6 +158,13 @@ async def test_completed_job_sends_one_signed_post(engine: JobEngine, receiver: 
     )
     [image] = data["images"]
     assert image["url"] == f"/api/v1/runpod/images/{image['id']}"
+    # A URL the receiver can hand to a browser: signed for the image, until the time it says.
+    expires = int(image["signed_url"].split("expires=")[1].split("&")[0])
+    assert image["signed_url"].startswith(f"/api/v1/runpod/media/{image['id']}?expires=")
+    assert datetime.fromisoformat(image["signed_url_expires_at"]).timestamp() == expires
+    settings = get_settings()
+    sig = image["signed_url"].split("sig=")[1]
+    assert signing.check(settings.media_url_secret.get_secret_value(), image["id"], expires, sig)
     assert image["state"] == "stored"  # sent once the image was kept, so its URL works
     assert data["timings"]["finished_at"] is not None
     assert data["timings"]["execution_ms"] is not None

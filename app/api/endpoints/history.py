@@ -5,24 +5,26 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from sqlalchemy import select
 
 from app.api import examples
 from app.api.deps import CallerDep, EngineDep, SessionDep
+from app.api.endpoints.media import IMAGE_RESPONSES, Format, Width, image_response
 from app.api.errors import problem_responses
-from app.api.schemas import BatchOut, JobPage, PathId, UsageDay, UsageOut
-from app.api.views import batch_out, job_out
-from app.core.errors import NotFound
+from app.api.schemas import BatchOut, JobOut, JobPage, PathId, UsageDay, UsageOut
+from app.api.views import batch_out, image_out, job_out
+from app.core.errors import Conflict, NotFound
 from app.jobs.engine import JobEngine
-from app.jobs.models import Batch, Job, JobEvent, JobImage
+from app.jobs.images import OWNER_MAX_AGE, was_stored
+from app.jobs.models import Batch, Job, JobEvent
 from app.jobs.options import NO_NUL
+from app.jobs.retention import JobNotFinished, JobNotFound, delete_job_media
 from app.jobs.status import JobStatus
-from app.media.store import MediaError
 
 router = APIRouter()
 ERRORS = problem_responses(401, 404, 422)
@@ -30,6 +32,7 @@ SSE_POLL_S = 0.5
 SSE_HEARTBEAT_S = 15.0
 SSE_MAX_S = 3600.0
 _EVENT_ID = re.compile(r"[0-9]{1,18}")
+_EVENT_IMAGE_FIELDS = {"id", "url", "signed_url", "signed_url_expires_at", "state"}
 
 
 @router.get("/jobs", summary="The caller's jobs, newest first", responses=ERRORS)
@@ -149,56 +152,73 @@ def _events_after(
             .where(JobEvent.job_id == job_id, JobEvent.id > after)
             .order_by(JobEvent.id)
         ).all()
-        finished = JobStatus(session.get_one(Job, job_id).status).is_terminal
-        return [
-            {
+        job = session.get_one(Job, job_id)
+        events: list[dict[str, object]] = []
+        for row in rows:
+            event: dict[str, object] = {
                 "id": row.id,
                 "kind": row.kind,
                 "status": row.status,
                 "message": row.message,
                 "at": row.at.isoformat(),
             }
-            for row in rows
-        ], finished
+            if row.kind == "status" and row.status == JobStatus.COMPLETED:
+                # Signed URLs work at once: a pending image redirects to the worker's copy.
+                event["images"] = [
+                    image_out(image).model_dump(mode="json", include=_EVENT_IMAGE_FIELDS)
+                    for image in job.images
+                ]
+            events.append(event)
+        return events, JobStatus(job.status).is_terminal
 
 
 @router.get(
     "/images/{image_id}",
-    summary="A stored result image",
-    responses={
-        **ERRORS,
-        200: {
-            "description": "The image's bytes, as stored; immutable, its `ETag` is its sha256.",
-            "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
-        },
-        307: {"description": "Not stored yet: redirects to where RunPod's worker put it."},
-    },
+    summary="A stored result image, for its owner's API key",
+    responses={**problem_responses(401, 404, 410, 422, 503), **IMAGE_RESPONSES},
     response_class=FileResponse,
 )
 def get_image(
-    image_id: PathId, caller: CallerDep, session: SessionDep, engine: EngineDep
+    image_id: PathId,
+    caller: CallerDep,
+    session: SessionDep,
+    engine: EngineDep,
+    w: Width = None,
+    format: Format = None,
 ) -> Response:
-    image = session.get(JobImage, image_id)
-    if image is None or image.job.owner != caller.owner:
-        raise NotFound("no such image", code="image_not_found")
-    if image.state == "pending" and image.source_url:
-        # Still downloading: its origin (RunPod's or the worker's link) serves it meanwhile.
-        no_store = {"Cache-Control": "no-store"}
-        return RedirectResponse(image.source_url, status_code=307, headers=no_store)
-    if image.state != "stored" or not image.storage_key:
-        raise NotFound(f"the image is {image.state}, not stored", code="image_not_stored")
+    """Immutable: its `ETag` is its sha256. Deleted: 410 `image_deleted`."""
+    return image_response(
+        engine, session, image_id, owner=caller.owner, w=w, image_format=format,
+        max_age=OWNER_MAX_AGE,
+    )  # fmt: skip
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    summary="Delete a finished job's images (and, with `purge=prompt`, its prompt)",
+    responses={**problem_responses(401, 404, 409, 422)},
+)
+def delete_job(
+    job_id: PathId,
+    caller: CallerDep,
+    engine: EngineDep,
+    purge: Annotated[
+        Literal["prompt"] | None, Query(description="`prompt`: blank its prompts too.")
+    ] = None,
+) -> JobOut:
+    """Its image URLs answer 410 `image_deleted` from now on; the job, its timeline, usage
+    and cost stay."""
     try:
-        path = engine.store.path(image.storage_key)
-    except MediaError:
-        raise NotFound("no such image", code="image_not_found") from None
-    return FileResponse(
-        path,
-        media_type=image.mime_type,
-        headers={
-            "Cache-Control": "private, max-age=31536000, immutable",
-            "ETag": f'"{image.sha256}"',
-        },
-    )
+        delete_job_media(engine, job_id, owner=caller.owner, purge_prompt=purge == "prompt")
+    except JobNotFound:
+        raise NotFound("no such job", code="job_not_found") from None
+    except JobNotFinished:
+        raise Conflict(
+            "the job has not finished; cancel it first", code="job_not_finished"
+        ) from None
+    with engine.db.session() as session:
+        job = session.get_one(Job, job_id)
+        return job_out(job, price_per_second=engine.settings.gpu_price_per_second)
 
 
 @router.get(
@@ -216,7 +236,7 @@ def usage(caller: CallerDep, session: SessionDep, engine: EngineDep) -> UsageOut
         day.day = job.created_at.date().isoformat()
         day.jobs += 1
         day.completed += job.status == JobStatus.COMPLETED
-        day.images += sum(image.state == "stored" for image in job.images)
+        day.images += sum(was_stored(image) for image in job.images)
         day.gpu_seconds += (job.execution_ms or 0) / 1000
     for day in days.values():
         day.gpu_seconds = round(day.gpu_seconds, 3)

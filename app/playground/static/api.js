@@ -1,5 +1,6 @@
 // The playground's calls to the Podrelay API: JSON requests with the stored API key,
-// problem+json errors, Server-Sent Events read from a fetch stream, and images as blobs.
+// problem+json errors, and Server-Sent Events read from a fetch stream. Images need no call:
+// their signed URLs go straight into <img src>.
 
 export const API = "/api/v1/runpod";
 const KEY_STORAGE = "podrelay.apiKey";
@@ -66,11 +67,6 @@ export async function postJson(path, body) {
 
 export async function deleteJson(path) {
   return (await send(path, { method: "DELETE" })).json();
-}
-
-/** A blob: URL of an image the API serves only to its owner's key. */
-export async function imageBlobUrl(path) {
-  return URL.createObjectURL(await (await send(path)).blob());
 }
 
 /**

@@ -2,7 +2,7 @@
 // Every text from the user or the API goes into the page as text nodes or attributes.
 
 import {
-  API, ApiError, deleteJson, getJson, imageBlobUrl, postJson, serverEvents, storeKey, storedKey,
+  API, ApiError, deleteJson, getJson, postJson, serverEvents, storeKey, storedKey,
 } from "./api.js";
 
 const PRESETS = {
@@ -21,7 +21,6 @@ const EXTENSIONS = { "image/png": "png", "image/jpeg": "jpg", "image/webp": "web
 const $ = (id) => document.getElementById(id);
 const jobs = new Map(); // job id -> {job, json, card}
 const followed = new Set(); // job ids with a stream (or its fallback poll) running
-const imageUrls = new Map(); // image id -> Promise of its blob: URL (images never change)
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -144,8 +143,6 @@ async function refreshList() {
 function forgetJobs() {
   jobs.clear();
   $("jobs").replaceChildren();
-  for (const url of imageUrls.values()) url.then(URL.revokeObjectURL, () => {});
-  imageUrls.clear();
   $("jobs-empty").hidden = false;
 }
 
@@ -203,20 +200,12 @@ function imageView(job, image, index) {
   if (image.state !== "stored") {
     return el("p", { class: `image-${image.state}` }, `image ${index + 1}: ${image.state}`);
   }
-  const img = el("img", { alt: `Result ${index + 1} for: ${job.prompt}`, class: "result" });
+  // A signed URL: the browser loads it like any image, no key in it or in a header.
+  const img = el("img", { alt: `Result ${index + 1} for: ${job.prompt}`, class: "result",
+    src: image.signed_url, loading: "lazy" });
   const name = `${job.id}-${index + 1}.${EXTENSIONS[image.mime_type] ?? "png"}`;
-  const link = el("a", { class: "download", download: name, "aria-label": `Download ${name}` },
-    "Download");
-  link.hidden = true;
-  if (!imageUrls.has(image.id)) imageUrls.set(image.id, imageBlobUrl(image.url));
-  imageUrls.get(image.id).then((url) => {
-    img.src = url;
-    link.href = url;
-    link.hidden = false;
-  }, (error) => {
-    imageUrls.delete(image.id);
-    showError(error);
-  });
+  const link = el("a", { class: "download", download: name, href: image.signed_url,
+    "aria-label": `Download ${name}` }, "Download");
   return el("figure", {}, img, el("figcaption", {}, link));
 }
 
