@@ -13,11 +13,12 @@ WORKDIR /src
 RUN python3 -m venv /opt/venv
 
 # Dependencies first, read from pyproject.toml's pins, so code changes reuse this layer.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
     && pip install -r requirements.txt
 
 # The package as a wheel (migrations and static files included); installed in the next stage.
+COPY README.md ./
 COPY app ./app
 RUN pip wheel --no-deps --wheel-dir /wheels .
 

@@ -238,9 +238,13 @@ def test_host_ports_and_base_image_come_from_the_host(compose: Compose) -> None:
     assert published(found["grafana"]) == {("127.0.0.1", 13000, 3000)}
     for name in ("api", "worker"):
         assert found[name]["build"]["args"]["BASE_IMAGE"] == host["BASE_IMAGE"]
-    default = compose.services("-f", COMPOSE)
+    local = compose.services("-f", COMPOSE_LOCAL, env=host)
     for name in ("api", "worker"):
-        assert default[name]["build"]["args"]["BASE_IMAGE"] == PUBLIC_BASE
+        assert local[name]["build"]["args"]["BASE_IMAGE"] == host["BASE_IMAGE"]
+    for file in (COMPOSE, COMPOSE_LOCAL):
+        default = compose.services("-f", file)
+        for name in ("api", "worker"):
+            assert default[name]["build"]["args"]["BASE_IMAGE"] == PUBLIC_BASE
 
 
 def test_runpod_settings_come_from_the_host(compose: Compose) -> None:
