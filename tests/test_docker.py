@@ -25,6 +25,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from app.core.config import Settings
+from tests.docker.images import build_context_entries
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = "docker-compose.yml"
@@ -325,11 +326,7 @@ def test_images_run_the_compose_commands(base: dict[str, dict[str, Any]]) -> Non
 
 
 def test_copied_files_exist_and_reach_the_build_context() -> None:
-    allowed = {
-        line[1:].rstrip("/")
-        for line in (ROOT / ".dockerignore").read_text().splitlines()
-        if line.startswith("!")
-    }
+    allowed = set(build_context_entries())
     for name in ("Dockerfile", "Dockerfile.celery"):
         for line in dockerfile(name).splitlines():
             if line.startswith("COPY ") and not line.startswith("COPY --from="):

@@ -151,15 +151,19 @@ def bootstrapped_base() -> str:
     return reference
 
 
-def podrelay_inputs() -> str:
-    """A digest of every file .dockerignore lets into the images' build context."""
-    allowed = [
+def build_context_entries() -> list[str]:
+    """What .dockerignore lets into the images' build context (it ignores all else)."""
+    return [
         line[1:].rstrip("/")
         for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.startswith("!")
     ]
+
+
+def podrelay_inputs() -> str:
+    """A digest of every file of the images' build context."""
     files: list[Path] = []
-    for name in allowed:
+    for name in build_context_entries():
         path = ROOT / name
         files += sorted(path.rglob("*")) if path.is_dir() else [path]
     kept = [f for f in files if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc"]
