@@ -1,24 +1,41 @@
 # The API image: the whole package (API, `podrelay` CLI, simulator, Flower), as a non-root user.
 #   docker build -t podrelay .
-FROM python:3.11-slim
+# BASE_IMAGE: any Debian-based image with Python 3.11+ and its venv module. Pin it by digest for
+# reproducible builds (`--build-arg BASE_IMAGE=python:3.11-slim@sha256:…`). Everything goes into
+# a virtualenv, so a distribution's "externally managed" Python works as well as the default.
+ARG BASE_IMAGE=python:3.11-slim
 
+FROM ${BASE_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+RUN python3 -m venv /opt/venv
+
+# Dependencies first, read from pyproject.toml's pins, so code changes reuse this layer.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
+    && pip install -r requirements.txt
+
+# The package as a wheel (migrations and static files included); installed in the next stage.
+COPY README.md ./
+COPY app ./app
+RUN pip wheel --no-deps --wheel-dir /wheels .
+
+FROM ${BASE_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:$PATH
 
 WORKDIR /app
 RUN useradd --uid 10001 --user-group --no-create-home --home-dir /app podrelay
 
-# Dependencies first, read from pyproject.toml's pins, so code changes reuse this layer.
-COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
-
-COPY app ./app
-# Editable: a built wheel would leave out app/migrations (a directory without __init__.py).
-RUN pip install --no-deps -e . \
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /wheels /tmp/wheels
+RUN pip install --no-deps --no-index /tmp/wheels/*.whl \
+    && rm -rf /tmp/wheels \
     && mkdir -p /app/data /app/logs \
     && chown podrelay:podrelay /app/data /app/logs
 

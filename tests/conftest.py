@@ -35,6 +35,8 @@ REQUIRED_TEST_MODULES = (
     "tests/simulator/test_faults.py",
     "tests/test_bench_smoke.py",
     "tests/test_docker.py",
+    "tests/docker/test_stack.py",
+    "tests/api/test_dashboard.py",
     "tests/docs/test_readme.py",
     "tests/docs/test_integration_docs.py",
     "tests/docs/test_commands.py",

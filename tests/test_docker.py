@@ -25,6 +25,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from app.core.config import Settings
+from tests.docker.images import build_context_entries
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = "docker-compose.yml"
@@ -33,6 +34,8 @@ PODRELAY_SERVICES = {"api", "worker", "beat", "flower", "simulator"}
 SERVICES = {"postgres", "redis", *PODRELAY_SERVICES}
 # The base file keeps images in MinIO (the s3 media backend); the local one in a folder.
 OBJECT_STORE = {"minio", "minio-init"}
+OBSERVABILITY = {"prometheus", "grafana"}
+PUBLIC_BASE = "python:3.11-slim"
 SEED_WORKER = "celery -A app.celery_app worker --loglevel=info --concurrency=2"
 SEED_FLOWER = "celery -A app.celery_app flower --port=5555"
 API_COMMAND = "uvicorn app.main:app --host 0.0.0.0 --port 8000"
@@ -49,7 +52,15 @@ HOST_VARIABLES = (
     "MINIO_ROOT_",
     "ENVIRONMENT",
     "LOG_LEVEL",
+    "BASE_IMAGE",
+    "HOST_",
 )
+# docker-compose.yml refuses to start without these (no weak defaults in production).
+REQUIRED_SECRETS = {
+    "POSTGRES_PASSWORD": "a-test-password",
+    "WEBHOOK_SIGNING_SECRET": "whsec_a_test_secret",
+    "MEDIA_URL_SECRET": "a-test-media-secret",
+}
 
 
 @cache
@@ -76,18 +87,22 @@ class Compose:
         empty_env_file.write_text("")
         self.env_file = empty_env_file
 
-    def config(self, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-        """The resolved configuration, as `docker compose config` prints it."""
+    def run_config(self, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         clean = {k: v for k, v in os.environ.items() if not k.startswith(HOST_VARIABLES)}
-        result = subprocess.run(
+        return subprocess.run(
             [*compose_command(), "--env-file", str(self.env_file), *args, "config"],
             cwd=ROOT,
-            env={**clean, **(env or {})},
+            env={**clean, **env},
             capture_output=True,
             text=True,
             timeout=120,
             check=False,
         )
+
+    def config(self, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+        """The resolved configuration, as `docker compose config` prints it (with the
+        required secrets set unless `env` sets them)."""
+        result = self.run_config(*args, env={**REQUIRED_SECRETS, **(env or {})})
         assert result.returncode == 0, f"compose config {args} failed:\n{result.stderr}"
         # PyYAML (a uvicorn[standard] dependency) ships no type stubs.
         yaml: Any = importlib.import_module("yaml")
@@ -147,13 +162,31 @@ def local(compose: Compose) -> dict[str, dict[str, Any]]:
 def test_compose_files_define_the_whole_stack(
     compose: Compose, base: dict[str, dict[str, Any]], local: dict[str, dict[str, Any]]
 ) -> None:
-    assert set(base) == SERVICES | OBJECT_STORE
+    # v1 lists every profile's services, v2 not
+    assert set(base) - OBSERVABILITY == SERVICES | OBJECT_STORE
     assert set(local) == SERVICES
     assert base["simulator"].get("profiles") == ["simulator"]
     assert all("profiles" not in base[name] for name in SERVICES - {"simulator"})
     assert all("profiles" not in service for service in local.values())
     default = compose.services("-f", COMPOSE)
     assert SERVICES - {"simulator"} <= set(default)
+    observed = compose.services("-f", COMPOSE, "--profile", "observability")
+    assert OBSERVABILITY <= set(observed)
+    assert all(observed[name]["profiles"] == ["observability"] for name in OBSERVABILITY)
+
+
+def test_production_secrets_have_no_defaults(compose: Compose) -> None:
+    for name in REQUIRED_SECRETS:
+        others = {k: v for k, v in REQUIRED_SECRETS.items() if k != name}
+        refused = compose.run_config("-f", COMPOSE, env=others)
+        assert refused.returncode != 0
+        assert f"set {name}" in refused.stderr
+    found = compose.services("-f", COMPOSE)
+    assert environment(found["postgres"])["POSTGRES_PASSWORD"] == "a-test-password"
+    for name in ("api", "worker", "beat", "flower"):
+        settings = podrelay_settings(found[name])
+        assert settings.webhook_signing_secret.get_secret_value() == "whsec_a_test_secret"
+        assert ":a-test-password@postgres:5432/" in settings.database_url
 
 
 @pytest.mark.parametrize("file", [COMPOSE, COMPOSE_LOCAL])
@@ -192,6 +225,34 @@ def test_ports_are_published_on_loopback(compose: Compose, file: str) -> None:
     assert published(found["flower"]) == {("127.0.0.1", 5555, 5555)}
     assert published(found["simulator"]) == {("127.0.0.1", 8001, 8001)}
     assert not any(published(found[name]) for name in ("postgres", "redis", "worker", "beat"))
+
+
+def test_host_ports_and_base_image_come_from_the_host(compose: Compose) -> None:
+    host = {
+        "HOST_API_PORT": "18000",
+        "HOST_FLOWER_PORT": "15555",
+        "HOST_SIMULATOR_PORT": "18001",
+        "HOST_PROMETHEUS_PORT": "19090",
+        "HOST_GRAFANA_PORT": "13000",
+        "BASE_IMAGE": "python:3.11-slim@sha256:" + "0" * 64,
+    }
+    found = compose.services(
+        "-f", COMPOSE, "--profile", "simulator", "--profile", "observability", env=host
+    )
+    assert published(found["api"]) == {("127.0.0.1", 18000, 8000)}
+    assert published(found["flower"]) == {("127.0.0.1", 15555, 5555)}
+    assert published(found["simulator"]) == {("127.0.0.1", 18001, 8001)}
+    assert published(found["prometheus"]) == {("127.0.0.1", 19090, 9090)}
+    assert published(found["grafana"]) == {("127.0.0.1", 13000, 3000)}
+    for name in ("api", "worker"):
+        assert found[name]["build"]["args"]["BASE_IMAGE"] == host["BASE_IMAGE"]
+    local = compose.services("-f", COMPOSE_LOCAL, env=host)
+    for name in ("api", "worker"):
+        assert local[name]["build"]["args"]["BASE_IMAGE"] == host["BASE_IMAGE"]
+    for file in (COMPOSE, COMPOSE_LOCAL):
+        default = compose.services("-f", file)
+        for name in ("api", "worker"):
+            assert default[name]["build"]["args"]["BASE_IMAGE"] == PUBLIC_BASE
 
 
 def test_runpod_settings_come_from_the_host(compose: Compose) -> None:
@@ -256,7 +317,13 @@ def dockerfile_cmd(text: str) -> str:
 def test_images_run_the_compose_commands(base: dict[str, dict[str, Any]]) -> None:
     api, worker = dockerfile("Dockerfile"), dockerfile("Dockerfile.celery")
     for text in (api, worker):
-        assert re.findall(r"^FROM .*$", text, re.MULTILINE) == ["FROM python:3.11-slim"]
+        # One base image, replaceable (BASE_IMAGE), the public one by default.
+        assert re.findall(r"^ARG BASE_IMAGE=(.*)$", text, re.MULTILINE) == [PUBLIC_BASE]
+        froms = re.findall(r"^FROM (\S+)", text, re.MULTILINE)
+        assert set(froms) == {"${BASE_IMAGE}"}
+    # The API image installs the package's wheel (a multi-stage build), not an editable tree.
+    assert "pip wheel --no-deps" in api
+    assert " -e " not in api
     assert dockerfile_cmd(api) == command(base["api"]) == API_COMMAND
     assert dockerfile_cmd(worker) == command(base["worker"]) == SEED_WORKER
     for text in (api, worker):
@@ -268,14 +335,10 @@ def test_images_run_the_compose_commands(base: dict[str, dict[str, Any]]) -> Non
 
 
 def test_copied_files_exist_and_reach_the_build_context() -> None:
-    allowed = {
-        line[1:].rstrip("/")
-        for line in (ROOT / ".dockerignore").read_text().splitlines()
-        if line.startswith("!")
-    }
+    allowed = set(build_context_entries())
     for name in ("Dockerfile", "Dockerfile.celery"):
         for line in dockerfile(name).splitlines():
-            if line.startswith("COPY "):
+            if line.startswith("COPY ") and not line.startswith("COPY --from="):
                 sources = line.split()[1:-1]
                 for source in sources:
                     assert (ROOT / source).exists(), f"{name}: {source} does not exist"

@@ -31,6 +31,7 @@ from app.simulator.server import SimulatorServer
 from tests.cli.helpers import clean_env
 from tests.docs.helpers import DOCUMENTS, ROOT, code_blocks, shell_commands
 from tests.jobs.worker_stack import free_port
+from tests.test_docker import COMPOSE, HOST_VARIABLES, compose_command
 
 PROGRAMS = (
     "podrelay",
@@ -59,6 +60,10 @@ CURL_TEST = (
 )
 CURL_READY = "curl http://localhost:8000/readyz"
 KEYS_CREATE = "podrelay keys create ops --admin"
+COMPOSE_SECRETS = (
+    "printf 'POSTGRES_PASSWORD=%s\\nWEBHOOK_SIGNING_SECRET=whsec_%s\\nMEDIA_URL_SECRET=%s\\n' "
+    '"$(openssl rand -hex 24)" "$(openssl rand -base64 32)" "$(openssl rand -hex 32)" >> .env'
+)
 
 # Run by the tests of this module.
 RUN_HERE = {
@@ -71,18 +76,22 @@ RUN_HERE = {
     SEED_DEMO: "test_seed_demo_command",
     "redis-cli ping": "test_redis_cli",
     'redis-cli -u "$REDIS_URL" ping': "test_redis_cli",
+    COMPOSE_SECRETS: "test_compose_secrets_command",
 }
 # Run verbatim by tests/test_seed_commands.py::test_the_seed_commands_run_monitor_and_purge.
 RUN_ELSEWHERE = {"tail -f logs/app.log | grep RUNPOD"}
 # Documented, not run here.
-_ENGINE = "needs a Docker engine (none here); tests/test_docker.py checks the compose files"
+_STACK = "tests/docker/test_stack.py builds the images and runs this file's simulator profile"
+_LOCAL = "the same images and commands as docker-compose.yml, which tests/docker runs"
 EXEMPT = {
-    "docker compose -f docker-compose.local.yml up --build": _ENGINE,
-    "docker compose up -d --build": _ENGINE,
-    "docker compose up -d": _ENGINE,
-    "docker compose --profile simulator up -d --build": _ENGINE,
-    "docker compose ps redis": _ENGINE,
-    "docker compose exec api podrelay keys create NAME": f"{_ENGINE}; `podrelay keys create` runs",
+    "docker compose -f docker-compose.local.yml up --build": _LOCAL,
+    "docker compose up -d --build": _STACK,
+    "docker compose up -d": _STACK,
+    "docker compose --profile simulator up -d --build": _STACK,
+    "docker compose --profile observability up -d": "pulls Prometheus and Grafana, which no "
+    "registry here serves; tests/api/test_dashboard.py checks what it provisions",
+    "docker compose ps redis": f"{_STACK} (its Redis has this health check)",
+    "docker compose exec api podrelay keys create NAME": f"{_STACK}, this command included",
     "tail -f logs/app.log | grep -i runpod": "follows a log forever; LOG_FILE's default is tested",
 }
 
@@ -240,6 +249,26 @@ def sh(command: str, *, env: dict[str, str] | None = None, cwd: Path = ROOT) -> 
     )
     assert result.returncode == 0, f"`{command}` failed: {result.stderr[-2000:]}"
     return result.stdout
+
+
+def test_compose_secrets_command(tmp_path: Path) -> None:
+    """The README's line that writes docker-compose.yml's required secrets into `.env`."""
+    subprocess.run(["bash", "-c", COMPOSE_SECRETS], cwd=tmp_path, check=True, timeout=30)
+    written = dict(line.split("=", 1) for line in (tmp_path / ".env").read_text().splitlines())
+    assert re.fullmatch(r"[0-9a-f]{48}", written["POSTGRES_PASSWORD"])
+    assert re.fullmatch(r"whsec_[A-Za-z0-9+/]{43}=", written["WEBHOOK_SIGNING_SECRET"])
+    assert re.fullmatch(r"[0-9a-f]{64}", written["MEDIA_URL_SECRET"])
+    accepted = subprocess.run(
+        [*compose_command(), "--env-file", str(tmp_path / ".env"), "-f", COMPOSE, "config"],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith(HOST_VARIABLES)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert accepted.returncode == 0, accepted.stderr
+    assert written["WEBHOOK_SIGNING_SECRET"] in accepted.stdout
 
 
 def test_redis_cli() -> None:
