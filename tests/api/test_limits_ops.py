@@ -15,8 +15,8 @@ from app.accounts.ratelimit import REDIS_PREFIX, RedisRateLimiter
 from app.accounts.service import create_key
 from app.celery_app import broker_config
 from app.simulator.server import SimulatorServer
-from tests.api.conftest import ApiFactory, RunningApi
 from tests.factories import add_job
+from tests.stack.inprocess_api import ApiFactory, RunningApi
 
 API = "/api/v1/runpod"
 PROBLEM = "application/problem+json"

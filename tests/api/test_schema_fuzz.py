@@ -49,7 +49,7 @@ from app.jobs.models import Submission
 from app.jobs.options import NO_NUL
 from app.jobs.submit import submit_job
 from app.jobs.tracking import tick
-from tests.api.conftest import ApiFactory, RunningApi
+from tests.stack.inprocess_api import ApiFactory, RunningApi
 
 EXAMPLES = int(os.environ.get("PODRELAY_FUZZ_EXAMPLES", "15"))
 CHECKS: list[CheckFunction] = [

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.chaos.cluster import Cluster
-from tests.chaos.postgres import PostgresServer
+from tests.stack.postgres_server import PostgresServer
 
 OUTAGE_S = 3.0
 # The storm and the webhook loss last at least this long, and until every job is submitted.

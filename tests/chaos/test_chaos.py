@@ -8,9 +8,8 @@ terminal, none run twice at RunPod, none stuck: 0 lost, 0 duplicated, 0 stuck.
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -19,8 +18,9 @@ from tests.chaos import faults
 from tests.chaos.cluster import CLUSTER_SETTINGS, Cluster
 from tests.chaos.faults import Context
 from tests.chaos.outcome import Outcome, assess, record, wait_recovered, wait_runpod_idle
-from tests.chaos.postgres import PostgresServer
-from tests.jobs.worker_stack import StackFactory, stack_factory, wait_until
+from tests.stack.factory import StackFactory
+from tests.stack.postgres_server import PostgresServer
+from tests.stack.waiting import wait_until
 
 JOBS = int(os.environ.get("PODRELAY_CHAOS_JOBS", "40"))
 # Generous: seconds per job on a shared 2-core machine, plus a fixed part for the fault.
@@ -87,22 +87,6 @@ RUNPOD = SimulatorConfig(
 def describe(scenario: Scenario) -> str:
     text = " ".join((scenario.fault.__doc__ or "").split())
     return f"{text} Skew: {scenario.skew}." if scenario.skew else text
-
-
-@pytest.fixture
-def stacks(tmp_path: Path) -> Iterator[StackFactory]:
-    with stack_factory(tmp_path) as factory:
-        yield factory
-
-
-@pytest.fixture
-def private_postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
 
 
 def build_cluster(

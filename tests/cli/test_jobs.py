@@ -13,8 +13,11 @@ import pytest
 
 from app.devstack import start_process
 from app.simulator.config import SimulatorConfig
-from tests.cli.helpers import PODRELAY, assert_error_line, clean_env, run_podrelay
-from tests.jobs.worker_stack import StackFactory, WorkerStack, wait_until
+from tests.cli.helpers import PODRELAY, assert_error_line, run_podrelay
+from tests.stack.deployment import WorkerStack
+from tests.stack.factory import StackFactory
+from tests.stack.processes import clean_env
+from tests.stack.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -15,8 +15,8 @@ import pytest
 
 from app.core.config import get_settings
 from app.notify.signing import signed_headers
-from tests.api.conftest import RunningApi
 from tests.docs.helpers import DOCS, block_after
+from tests.stack.inprocess_api import RunningApi
 
 CLIENT = DOCS / "clients" / "podrelay.ts"
 HOOK = DOCS / "clients" / "usePodrelayJob.ts"

@@ -21,7 +21,8 @@ from playwright.sync_api import (
 
 from app.accounts.service import create_key
 from app.simulator.server import SimulatorServer
-from tests.jobs.worker_stack import StackFactory, wait_until
+from tests.stack.factory import StackFactory
+from tests.stack.waiting import wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

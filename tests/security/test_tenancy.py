@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 from app.jobs.models import Job, JobEvent
 from app.jobs.submit import submit_job
 from app.jobs.tracking import tick
-from tests.api.conftest import ApiFactory, RunningApi
-from tests.security.conftest import API, assert_problem, bearer, new_key
+from tests.stack.http_api import API, assert_problem, bearer, new_key
+from tests.stack.inprocess_api import ApiFactory, RunningApi
 
 SMALL = {"width": 256, "height": 256}
 
