@@ -15,26 +15,10 @@ from app.jobs.submit import submit_job
 from app.jobs.tracking import tick
 from app.simulator.server import SimulatorServer
 from tests.factories import add_job
-from tests.stack.http_api import API, key_headers
+from tests.stack.http_api import API, complete, finish, key_headers
 from tests.stack.inprocess_api import RunningApi
 
 SMALL = {"width": 256, "height": 256}
-
-
-async def finish(api: RunningApi, job_id: str, *, timeout: float = 20.0) -> dict[str, Any]:
-    """Drive the engine like a worker would, until the job ends."""
-    await submit_job(api.engine, job_id)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        await tick(api.engine)
-        body: dict[str, Any] = (await api.client.get(f"{API}/status/{job_id}")).json()
-        if body["status"] in ("completed", "failed", "cancelled", "timed_out") and all(
-            image["state"] != "pending" for image in body["images"]
-        ):
-            return body
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish")
 
 
 async def test_seed_request_completes_with_a_png(api: RunningApi) -> None:
@@ -119,23 +103,10 @@ async def test_users_see_and_cancel_only_their_own_jobs(api: RunningApi) -> None
     mine = (await api.client.get(f"{API}/jobs", headers=alice)).json()["items"]
     assert [item["id"] for item in mine] == [job["id"]]
     assert (await api.client.get(f"{API}/status/{job['id']}", headers=alice)).status_code == 200
-    done = await finish_as(api, job["id"], alice)
+    done = await complete(api, job["id"], alice)
     image_url = done["images"][0]["url"]
     assert (await api.client.get(image_url, headers=bob)).status_code == 404
     assert (await api.client.get(image_url, headers=alice)).status_code == 200
-
-
-async def finish_as(api: RunningApi, job_id: str, headers: dict[str, str]) -> dict[str, Any]:
-    await submit_job(api.engine, job_id)
-    for _ in range(400):
-        await tick(api.engine)
-        body: dict[str, Any] = (
-            await api.client.get(f"{API}/status/{job_id}", headers=headers)
-        ).json()
-        if body["status"] == "completed" and body["images"][0]["state"] == "stored":
-            return body
-        await asyncio.sleep(0.05)
-    raise AssertionError("not completed")
 
 
 async def test_keys_wrong_revoked_and_admin_scope(api: RunningApi) -> None:
