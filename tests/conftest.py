@@ -1,14 +1,11 @@
-"""Shared fixtures: a real simulator under uvicorn on 127.0.0.1, and clients pointed at it."""
+"""The whole suite's rules: the fixtures every suite may use (tests/stack/fixtures.py), and
+the test modules a full run must collect."""
 
 import os
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from app.core.config import get_settings
-from app.runpod import RunPodClient
-from app.simulator.config import SimulatorConfig
-from app.simulator.server import SimulatorServer
+pytest_plugins = ["tests.stack.fixtures"]
 
 # Test files that must be collected in a full run; CI fails loudly if one goes missing.
 REQUIRED_TEST_MODULES = (
@@ -66,14 +63,6 @@ REQUIRED_TEST_MODULES = (
     "tests/media/test_worker_bucket.py",
 )
 
-FAST_SIMULATOR = SimulatorConfig(
-    workers=16,
-    job_duration_ms=60,
-    job_duration_jitter_ms=20,
-    random_seed=7,
-    webhook_retry_delay_s=0.2,
-)
-
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     if not os.environ.get("CI"):
@@ -82,39 +71,3 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     missing = [module for module in REQUIRED_TEST_MODULES if module not in collected]
     if missing:
         pytest.exit(f"required test modules were not collected: {missing}", returncode=3)
-
-
-@pytest.fixture(scope="session")
-def simulator_server() -> Iterator[SimulatorServer]:
-    with SimulatorServer(FAST_SIMULATOR.model_copy(deep=True)) as server:
-        yield server
-
-
-@pytest.fixture
-def simulator(simulator_server: SimulatorServer) -> Iterator[SimulatorServer]:
-    """The shared simulator, with jobs, counters and knobs reset after each test."""
-    yield simulator_server
-    simulator_server.reset()
-
-
-@pytest.fixture
-async def runpod(simulator: SimulatorServer) -> AsyncIterator[RunPodClient]:
-    async with RunPodClient(
-        api_key="test-key",
-        endpoint_id="test-ep",
-        base_url=simulator.base_url,
-        initial_retry_delay=0.01,
-        max_retry_delay=0.05,
-        timeout=5.0,
-    ) as client:
-        yield client
-
-
-@pytest.fixture
-def runpod_env(monkeypatch: pytest.MonkeyPatch, simulator: SimulatorServer) -> Iterator[None]:
-    """Point the settings-driven seed functions at the test simulator."""
-    monkeypatch.setenv("RUNPOD_URL", f"{simulator.base_url}/seed-ep/run")
-    monkeypatch.setenv("RUNPOD_API_KEY", "test-key")
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()

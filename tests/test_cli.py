@@ -11,8 +11,9 @@ from app.accounts.service import authenticate
 from app.core.config import Settings
 from app.core.db import Database
 from app.devstack import stack_services
-from tests.cli.helpers import assert_error_line, clean_env, run_podrelay
-from tests.jobs.worker_stack import free_port
+from tests.cli.helpers import assert_error_line, run_podrelay
+from tests.stack.processes import clean_env
+from tests.stack.waiting import free_port
 
 
 def podrelay(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

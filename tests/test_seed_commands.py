@@ -26,8 +26,10 @@ import redis
 from app.devstack import start_process, stop_process, wait_http
 from app.simulator.config import SimulatorConfig
 from app.simulator.server import SimulatorServer
-from tests.cli.helpers import clean_env, in_directory
-from tests.jobs.worker_stack import RedisServer, free_port, wait_until
+from tests.cli.helpers import in_directory
+from tests.stack.processes import clean_env
+from tests.stack.redis_server import RedisServer
+from tests.stack.waiting import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(360)
 

@@ -17,7 +17,7 @@ import promql_parser
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.api.conftest import RunningApi
+from tests.stack.inprocess_api import RunningApi
 from tests.test_docker import COMPOSE, Compose, command
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,12 +21,11 @@ from app.jobs.engine import JobEngine
 from app.jobs.models import Submission
 from app.jobs.submit import submit_job
 from app.simulator.server import SimulatorServer
-from tests.chaos.postgres import PostgresServer
-from tests.chaos.test_chaos import private_postgres, stacks
-from tests.jobs.worker_stack import SMALL_PARAMS, StackFactory, WorkerStack, wait_until
-from tests.security.conftest import API, assert_problem
-
-__all__ = ["private_postgres", "stacks"]
+from tests.stack.deployment import SMALL_PARAMS, WorkerStack
+from tests.stack.factory import StackFactory
+from tests.stack.http_api import API, assert_problem
+from tests.stack.postgres_server import PostgresServer
+from tests.stack.waiting import wait_until
 
 DB_PASSWORD = "db-password-never-logged"
 GENERATE = {"prompt": "a lighthouse at dusk", **SMALL_PARAMS}

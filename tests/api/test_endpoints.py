@@ -3,53 +3,25 @@
 import asyncio
 import json
 from io import BytesIO
-from typing import Any, Protocol
+from typing import Any
 
-import httpx
 import pytest
 from PIL import Image
 
-from app.accounts.service import create_key, revoke_key
+from app.accounts.service import revoke_key
 from app.core.db import utcnow
-from app.jobs.engine import JobEngine
 from app.jobs.models import JobImage
 from app.jobs.submit import submit_job
 from app.jobs.tracking import tick
 from app.simulator.server import SimulatorServer
 from tests.factories import add_job
+from tests.stack.http_api import API, complete, finish, key_headers
+from tests.stack.inprocess_api import RunningApi
 
-API = "/api/v1/runpod"
 SMALL = {"width": 256, "height": 256}
 
 
-class Api(Protocol):
-    client: httpx.AsyncClient
-    engine: JobEngine
-
-
-def new_key(api: Api, name: str, *, admin: bool = False) -> dict[str, str]:
-    with api.engine.db.session() as session:
-        key, plaintext = create_key(session, name=name, is_admin=admin)
-        return {"Authorization": f"Bearer {plaintext}", "X-Key-Id": key.id}
-
-
-async def finish(api: Api, job_id: str, *, timeout: float = 20.0) -> dict[str, Any]:
-    """Drive the engine like a worker would, until the job ends."""
-    await submit_job(api.engine, job_id)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        await tick(api.engine)
-        body: dict[str, Any] = (await api.client.get(f"{API}/status/{job_id}")).json()
-        if body["status"] in ("completed", "failed", "cancelled", "timed_out") and all(
-            image["state"] != "pending" for image in body["images"]
-        ):
-            return body
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish")
-
-
-async def test_seed_request_completes_with_a_png(api: Api) -> None:
+async def test_seed_request_completes_with_a_png(api: RunningApi) -> None:
     response = await api.client.post(f"{API}/generate", json={"prompt": "beautiful anime girl"})
     assert response.status_code == 202
     job = response.json()
@@ -80,7 +52,9 @@ async def test_seed_request_completes_with_a_png(api: Api) -> None:
         ({}, "prompt"),
     ],
 )
-async def test_bad_input_is_a_structured_422(api: Api, body: dict[str, Any], field: str) -> None:
+async def test_bad_input_is_a_structured_422(
+    api: RunningApi, body: dict[str, Any], field: str
+) -> None:
     response = await api.client.post(f"{API}/generate", json=body)
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
@@ -90,7 +64,7 @@ async def test_bad_input_is_a_structured_422(api: Api, body: dict[str, Any], fie
     assert any(error["loc"][-1] == field for error in problem["errors"])
 
 
-async def test_malformed_json_is_a_4xx(api: Api) -> None:
+async def test_malformed_json_is_a_4xx(api: RunningApi) -> None:
     response = await api.client.post(
         f"{API}/generate", content=b'{"prompt": ', headers={"Content-Type": "application/json"}
     )
@@ -98,7 +72,7 @@ async def test_malformed_json_is_a_4xx(api: Api) -> None:
     assert response.json()["code"] == "validation_error"
 
 
-async def test_batch_of_ten_and_eleven(api: Api) -> None:
+async def test_batch_of_ten_and_eleven(api: RunningApi) -> None:
     prompts = [f"prompt {n}" for n in range(10)]
     response = await api.client.post(f"{API}/generate/batch", json={"prompts": prompts, **SMALL})
     assert response.status_code == 202
@@ -114,8 +88,8 @@ async def test_batch_of_ten_and_eleven(api: Api) -> None:
     assert sum(view["counts"].values()) == 10
 
 
-async def test_users_see_and_cancel_only_their_own_jobs(api: Api) -> None:
-    alice, bob = new_key(api, "alice"), new_key(api, "bob")
+async def test_users_see_and_cancel_only_their_own_jobs(api: RunningApi) -> None:
+    alice, bob = key_headers(api, "alice"), key_headers(api, "bob")
     job = (await api.client.post(f"{API}/generate", json={"prompt": "mine"}, headers=alice)).json()
     for method, path in [
         ("GET", f"{API}/status/{job['id']}"),
@@ -129,27 +103,14 @@ async def test_users_see_and_cancel_only_their_own_jobs(api: Api) -> None:
     mine = (await api.client.get(f"{API}/jobs", headers=alice)).json()["items"]
     assert [item["id"] for item in mine] == [job["id"]]
     assert (await api.client.get(f"{API}/status/{job['id']}", headers=alice)).status_code == 200
-    done = await finish_as(api, job["id"], alice)
+    done = await complete(api, job["id"], alice)
     image_url = done["images"][0]["url"]
     assert (await api.client.get(image_url, headers=bob)).status_code == 404
     assert (await api.client.get(image_url, headers=alice)).status_code == 200
 
 
-async def finish_as(api: Api, job_id: str, headers: dict[str, str]) -> dict[str, Any]:
-    await submit_job(api.engine, job_id)
-    for _ in range(400):
-        await tick(api.engine)
-        body: dict[str, Any] = (
-            await api.client.get(f"{API}/status/{job_id}", headers=headers)
-        ).json()
-        if body["status"] == "completed" and body["images"][0]["state"] == "stored":
-            return body
-        await asyncio.sleep(0.05)
-    raise AssertionError("not completed")
-
-
-async def test_keys_wrong_revoked_and_admin_scope(api: Api) -> None:
-    user, admin = new_key(api, "user"), new_key(api, "ops", admin=True)
+async def test_keys_wrong_revoked_and_admin_scope(api: RunningApi) -> None:
+    user, admin = key_headers(api, "user"), key_headers(api, "ops", admin=True)
     wrong = {"Authorization": "Bearer prk_not-a-real-key"}
     assert (await api.client.get(f"{API}/jobs", headers=wrong)).status_code == 401
     assert (
@@ -166,7 +127,7 @@ async def test_keys_wrong_revoked_and_admin_scope(api: Api) -> None:
     assert (revoked.status_code, revoked.json()["code"]) == (401, "invalid_api_key")
 
 
-async def test_idempotent_replay_and_conflict(api: Api) -> None:
+async def test_idempotent_replay_and_conflict(api: RunningApi) -> None:
     headers = {"Idempotency-Key": "order-42"}
     body = {"prompt": "same request", **SMALL}
     first = await api.client.post(f"{API}/generate", json=body, headers=headers)
@@ -180,7 +141,7 @@ async def test_idempotent_replay_and_conflict(api: Api) -> None:
     assert len(jobs) == 1
 
 
-async def test_sse_streams_every_change_and_resumes(api: Api) -> None:
+async def test_sse_streams_every_change_and_resumes(api: RunningApi) -> None:
     job_id = (await api.client.post(f"{API}/generate", json={"prompt": "live", **SMALL})).json()[
         "id"
     ]
@@ -193,7 +154,7 @@ async def test_sse_streams_every_change_and_resumes(api: Api) -> None:
 
 
 async def read_events(
-    api: Api, job_id: str, *, last_event_id: str | None = None
+    api: RunningApi, job_id: str, *, last_event_id: str | None = None
 ) -> list[dict[str, str]]:
     headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
     events: list[dict[str, str]] = []
@@ -214,7 +175,7 @@ async def read_events(
     return events
 
 
-async def test_cancel_then_conflict_when_finished(api: Api) -> None:
+async def test_cancel_then_conflict_when_finished(api: RunningApi) -> None:
     job_id = (await api.client.post(f"{API}/generate", json={"prompt": "stop me"})).json()["id"]
     cancelled = await api.client.delete(f"{API}/cancel/{job_id}")
     assert (cancelled.status_code, cancelled.json()["status"]) == (200, "cancelled")
@@ -236,18 +197,18 @@ async def test_cancel_then_conflict_when_finished(api: Api) -> None:
         "http://[::1]/x",
     ],
 )
-async def test_private_webhook_urls_are_refused(api_strict: Api, url: str) -> None:
+async def test_private_webhook_urls_are_refused(api_strict: RunningApi, url: str) -> None:
     response = await api_strict.client.post(
         f"{API}/generate",
         json={"prompt": "x", "webhook_url": url},
-        headers=new_key(api_strict, "k"),
+        headers=key_headers(api_strict, "k"),
     )
     assert response.status_code == 400
     assert response.json()["code"] == "webhook_url_refused"
 
 
-async def test_too_many_active_jobs_is_a_429_with_retry_after(api_strict: Api) -> None:
-    headers = new_key(api_strict, "busy")
+async def test_too_many_active_jobs_is_a_429_with_retry_after(api_strict: RunningApi) -> None:
+    headers = key_headers(api_strict, "busy")
     statuses = [
         (await api_strict.client.post(f"{API}/generate", json={"prompt": f"p{n}"}, headers=headers))
         for n in range(3)
@@ -258,13 +219,13 @@ async def test_too_many_active_jobs_is_a_429_with_retry_after(api_strict: Api) -
     assert statuses[2].json()["retryable"] is True
 
 
-async def test_no_key_is_refused_outside_development(api_strict: Api) -> None:
+async def test_no_key_is_refused_outside_development(api_strict: RunningApi) -> None:
     response = await api_strict.client.post(f"{API}/generate", json={"prompt": "x"})
     assert (response.status_code, response.json()["code"]) == (401, "missing_api_key")
 
 
 async def test_prefer_wait_answers_200_with_the_result(
-    api: Api, simulator: SimulatorServer
+    api: RunningApi, simulator: SimulatorServer
 ) -> None:
     simulator.set_faults(job_duration_ms=100, job_duration_jitter_ms=0)
 
@@ -286,7 +247,7 @@ async def test_prefer_wait_answers_200_with_the_result(
     assert response.json()["status"] == "completed"
 
 
-async def test_connection_test_and_usage(api: Api) -> None:
+async def test_connection_test_and_usage(api: RunningApi) -> None:
     result = (await api.client.post(f"{API}/test")).json()
     assert (result["ok"], result["key_accepted"]) == (True, True)
     job_id = (
@@ -299,7 +260,7 @@ async def test_connection_test_and_usage(api: Api) -> None:
     assert day["estimated_usd"] > 0
 
 
-async def test_an_image_still_downloading_redirects_to_its_origin(api: Api) -> None:
+async def test_an_image_still_downloading_redirects_to_its_origin(api: RunningApi) -> None:
     origin = "http://127.0.0.1:9/results/origin.png"
     with api.engine.db.session() as session:
         job = add_job(session, owner="anonymous", prompt="p", timeout_s=60)

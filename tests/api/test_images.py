@@ -14,8 +14,9 @@ from app.core.db import utcnow
 from app.jobs import retention
 from app.media import signing
 from app.media.local import LocalStore
-from tests.api.conftest import ApiFactory, RunningApi
-from tests.api.test_endpoints import API, SMALL, finish, finish_as, new_key
+from tests.api.test_endpoints import SMALL
+from tests.stack.http_api import API, finish, key_headers
+from tests.stack.inprocess_api import ApiFactory, RunningApi
 
 SECRET = "mediasec_test"  # tests/api/conftest.py's MEDIA_URL_SECRET
 
@@ -23,7 +24,7 @@ SECRET = "mediasec_test"  # tests/api/conftest.py's MEDIA_URL_SECRET
 async def completed(api: RunningApi, headers: dict[str, str] | None = None, **body: Any) -> Any:
     request = {"prompt": "a lighthouse", **SMALL, **body}
     job = (await api.client.post(f"{API}/generate", json=request, headers=headers)).json()
-    done = await finish_as(api, job["id"], headers) if headers else await finish(api, job["id"])
+    done = await finish(api, job["id"], headers)
     assert done["status"] == "completed"
     return done
 
@@ -34,7 +35,7 @@ def query(url: str) -> dict[str, str]:
 
 async def test_a_signed_url_serves_the_image_without_a_key(api_strict: RunningApi) -> None:
     api = api_strict
-    alice = new_key(api, "alice")
+    alice = key_headers(api, "alice")
     done = await completed(api, alice)
     image = done["images"][0]
     signed = image["signed_url"]
@@ -55,7 +56,7 @@ async def test_a_signed_url_serves_the_image_without_a_key(api_strict: RunningAp
 
 async def test_a_tampered_expired_or_moved_url_is_403(api_strict: RunningApi) -> None:
     api = api_strict
-    alice, bob = new_key(api, "alice"), new_key(api, "bob")
+    alice, bob = key_headers(api, "alice"), key_headers(api, "bob")
     mine = (await completed(api, alice))["images"][0]
     theirs = (await completed(api, bob, seed=7))["images"][0]
     params = query(mine["signed_url"])
@@ -110,7 +111,7 @@ async def test_variants_are_resized_cached_and_bounded(api: RunningApi) -> None:
 
 async def test_deleting_a_job_makes_its_image_urls_answer_410(api_strict: RunningApi) -> None:
     api = api_strict
-    alice, bob = new_key(api, "alice"), new_key(api, "bob")
+    alice, bob = key_headers(api, "alice"), key_headers(api, "bob")
     done = await completed(api, alice, negative_prompt="blurry", seed=42)
     twin = await completed(api, bob, seed=42)  # the same prompt, size and seed: same bytes
     image = done["images"][0]

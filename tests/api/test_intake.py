@@ -7,15 +7,15 @@ from collections import Counter
 from sqlalchemy import func, select
 
 from app.jobs.models import Job, JobEvent
-from tests.api.conftest import ApiFactory
-from tests.api.test_endpoints import API, new_key
+from tests.stack.http_api import API, key_headers
+from tests.stack.inprocess_api import ApiFactory
 
 
 async def test_concurrent_requests_keep_each_callers_cap(
     api_factory: ApiFactory, ledger_env: dict[str, str]
 ) -> None:
     async with api_factory(ENVIRONMENT="production", MAX_CONCURRENT_JOBS="5", **ledger_env) as api:
-        first, second = new_key(api, "first"), new_key(api, "second")
+        first, second = key_headers(api, "first"), key_headers(api, "second")
         requests = [(first, f"a{n}") for n in range(8)] + [(second, f"b{n}") for n in range(3)]
         answers = await asyncio.gather(
             *(
@@ -58,7 +58,7 @@ async def test_concurrent_requests_keep_each_callers_cap(
 
 async def test_a_cap_of_zero_is_no_cap(api_factory: ApiFactory, ledger_env: dict[str, str]) -> None:
     async with api_factory(ENVIRONMENT="production", MAX_CONCURRENT_JOBS="0", **ledger_env) as api:
-        headers = new_key(api, "uncapped")
+        headers = key_headers(api, "uncapped")
         answers = await asyncio.gather(
             *(
                 api.client.post(f"{API}/generate", json={"prompt": f"p{n}"}, headers=headers)

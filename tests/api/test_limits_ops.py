@@ -1,7 +1,6 @@
 """Request body bounds, per-caller rate limits, `/readyz` and `/metrics`, in-process over ASGI."""
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -15,24 +14,13 @@ from app.accounts.ratelimit import REDIS_PREFIX, RedisRateLimiter
 from app.accounts.service import create_key
 from app.celery_app import broker_config
 from app.simulator.server import SimulatorServer
-from tests.api.conftest import ApiFactory, RunningApi
 from tests.factories import add_job
+from tests.stack.http_api import API, PROBLEM_JSON, bearer, new_key
+from tests.stack.inprocess_api import ApiFactory, RunningApi
+from tests.stack.waiting import free_port
 
-API = "/api/v1/runpod"
-PROBLEM = "application/problem+json"
 REDIS_TEST_URL = "redis://127.0.0.1:6379/14"
 TOKEN = "t" * 32  # a well-formed webhook token that belongs to no submission
-
-
-def new_key(api: RunningApi, name: str, *, requests_per_minute: int | None = None) -> str:
-    with api.engine.db.session() as session:
-        key, plaintext = create_key(session, name=name)
-        key.requests_per_minute = requests_per_minute
-        return plaintext
-
-
-def bearer(plaintext: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {plaintext}"}
 
 
 def make_broker_folder(api: RunningApi) -> None:
@@ -52,13 +40,6 @@ def sample(name: str, labels: dict[str, str]) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 # --- Body size and time -------------------------------------------------------------------
 
 
@@ -72,7 +53,7 @@ async def test_content_length_over_the_limit_is_refused_before_reading(
             headers={"Content-Type": "application/json"},
         )
         assert response.status_code == 413
-        assert response.headers["content-type"] == PROBLEM
+        assert response.headers["content-type"] == PROBLEM_JSON
         assert response.headers["connection"] == "close"
         body = response.json()
         assert body["code"] == "payload_too_large"
@@ -101,7 +82,7 @@ async def test_streamed_body_is_refused_once_it_passes_the_limit(api_factory: Ap
             f"{API}/generate", content=body(), headers={"Content-Type": "application/json"}
         )
         assert response.status_code == 413
-        assert response.headers["content-type"] == PROBLEM
+        assert response.headers["content-type"] == PROBLEM_JSON
         assert response.json()["code"] == "payload_too_large"
         assert consumed <= 2048 // 512 + 1  # the rest of the stream was never read
 
@@ -135,7 +116,7 @@ async def test_a_trickled_body_is_cut_off_with_408(api_factory: ApiFactory) -> N
         )
         elapsed = time.monotonic() - started
         assert response.status_code == 408
-        assert response.headers["content-type"] == PROBLEM
+        assert response.headers["content-type"] == PROBLEM_JSON
         body = response.json()
         assert body["code"] == "request_timeout"
         assert body["retryable"] is True
@@ -163,7 +144,7 @@ async def test_over_the_budget_is_429_with_retry_after_and_ratelimit_headers(
 
         refused = await api.client.get(f"{API}/jobs")
         assert refused.status_code == 429
-        assert refused.headers["content-type"] == PROBLEM
+        assert refused.headers["content-type"] == PROBLEM_JSON
         body = refused.json()
         assert body["code"] == "rate_limited"
         assert body["retryable"] is True
@@ -186,8 +167,8 @@ async def test_over_the_budget_is_429_with_retry_after_and_ratelimit_headers(
 
 async def test_each_api_key_has_its_own_budget(api_factory: ApiFactory) -> None:
     async with api_factory(ENVIRONMENT="production", REQUESTS_PER_MINUTE="2") as api:
-        first, second = new_key(api, "first"), new_key(api, "second")
-        roomy = new_key(api, "roomy", requests_per_minute=5)
+        (_, first), (_, second) = new_key(api, "first"), new_key(api, "second")
+        _, roomy = new_key(api, "roomy", requests_per_minute=5)
         for _ in range(2):
             assert (await api.client.get(f"{API}/jobs", headers=bearer(first))).status_code == 200
         assert (await api.client.get(f"{API}/jobs", headers=bearer(first))).status_code == 429
@@ -236,7 +217,7 @@ async def test_with_redis_the_budget_is_shared_by_api_processes(
     env = {"REDIS_URL": REDIS_TEST_URL, "REQUESTS_PER_MINUTE": "3", "ENVIRONMENT": "production"}
     # Two applications on one ledger and one Redis: two API processes.
     async with api_factory(**env) as one, api_factory(**env) as two:
-        plaintext = new_key(one, "shared")
+        _, plaintext = new_key(one, "shared")
         assert (await one.client.get(f"{API}/jobs", headers=bearer(plaintext))).status_code == 200
         assert (await two.client.get(f"{API}/jobs", headers=bearer(plaintext))).status_code == 200
         third = await one.client.get(f"{API}/jobs", headers=bearer(plaintext))
@@ -282,7 +263,7 @@ async def test_without_redis_answering_the_limits_fall_back_to_memory(
     api_factory: ApiFactory,
 ) -> None:
     async with api_factory(
-        REDIS_URL=f"redis://127.0.0.1:{closed_port()}/0", REQUESTS_PER_MINUTE="1"
+        REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", REQUESTS_PER_MINUTE="1"
     ) as api:
         first = await api.client.get(f"{API}/jobs")
         assert first.status_code == 200
@@ -313,7 +294,7 @@ async def test_readyz_pings_redis_when_it_is_the_broker(
         response = await api.client.get("/readyz")
         assert response.status_code == 200, response.text
         assert response.json()["checks"]["broker"] == {"ok": True, "detail": "redis"}
-    port = closed_port()
+    port = free_port()
     async with api_factory(REDIS_URL=f"redis://127.0.0.1:{port}/0") as api:
         response = await api.client.get("/readyz")
         assert response.status_code == 503
@@ -323,7 +304,7 @@ async def test_readyz_pings_redis_when_it_is_the_broker(
 
 
 async def test_readyz_is_503_when_runpod_cannot_be_reached(api_factory: ApiFactory) -> None:
-    async with api_factory(RUNPOD_URL=f"http://127.0.0.1:{closed_port()}/v2/ep/run") as api:
+    async with api_factory(RUNPOD_URL=f"http://127.0.0.1:{free_port()}/v2/ep/run") as api:
         make_broker_folder(api)
         started = time.monotonic()
         response = await api.client.get("/readyz")

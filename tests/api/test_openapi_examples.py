@@ -24,7 +24,7 @@ from app.runpod import JobState
 from app.runpod.outputs import extract_images
 from app.scheduler.fair import Priority
 from app.services.generation_defaults import GenerationParams, build_runpod_input
-from tests.api.conftest import RunningApi
+from tests.stack.inprocess_api import RunningApi
 
 Json = dict[str, Any]
 _REF = "#/components/schemas/"

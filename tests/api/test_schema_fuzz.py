@@ -47,9 +47,8 @@ from app.api.endpoints import history
 from app.api.errors import PROBLEM_JSON
 from app.jobs.models import Submission
 from app.jobs.options import NO_NUL
-from app.jobs.submit import submit_job
-from app.jobs.tracking import tick
-from tests.api.conftest import ApiFactory, RunningApi
+from tests.stack.http_api import API, complete
+from tests.stack.inprocess_api import ApiFactory, RunningApi
 
 EXAMPLES = int(os.environ.get("PODRELAY_FUZZ_EXAMPLES", "15"))
 CHECKS: list[CheckFunction] = [
@@ -59,7 +58,6 @@ CHECKS: list[CheckFunction] = [
     response_schema_conformance,
 ]
 BASE_URL = "http://podrelay.test"
-API = "/api/v1/runpod"
 # A stuck handler is a finding too; no request here needs more than a fraction of this.
 CALL_TIMEOUT_S = 20.0
 # Keywords that make a parameter's value invalidatable.
@@ -100,20 +98,6 @@ async def _accepted(api: RunningApi, path: str, body: dict[str, Any]) -> dict[st
     return payload
 
 
-async def _completed(api: RunningApi, job_id: str) -> dict[str, Any]:
-    """Drive the engine like a worker would, until the job's images are stored."""
-    await submit_job(api.engine, job_id)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 20
-    while loop.time() < deadline:
-        await tick(api.engine)
-        job: dict[str, Any] = (await api.client.get(f"{API}/status/{job_id}")).json()
-        if job["status"] == "completed" and all(i["state"] == "stored" for i in job["images"]):
-            return job
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not complete")
-
-
 async def seed(api: RunningApi) -> dict[str, list[str]]:
     """Existing ids by path parameter name."""
     small = {"width": 256, "height": 256}
@@ -121,7 +105,7 @@ async def seed(api: RunningApi) -> dict[str, list[str]]:
     cancelled = await _accepted(api, "/generate", {"prompt": "cancelled", **small})
     assert (await api.client.delete(f"{API}/cancel/{cancelled['id']}")).status_code == 200
     created = await _accepted(api, "/generate", {"prompt": "completed", **small})
-    completed = await _completed(api, created["id"])
+    completed = await complete(api, created["id"])
     batch = await _accepted(api, "/generate/batch", {"prompts": ["a", "b"], **small})
     with api.engine.db.session() as session:
         token = session.query(Submission.token).filter_by(job_id=completed["id"]).scalar()

@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 
 from app.accounts.service import revoke_key
 from app.jobs.models import Job, JobEvent
-from tests.api.conftest import ApiFactory, RunningApi
-from tests.api.test_endpoints import API, new_key
+from tests.stack.http_api import API, key_headers
+from tests.stack.inprocess_api import ApiFactory, RunningApi
 
 GENERATE = f"{API}/generate"
 LIMITS = {
@@ -61,7 +61,7 @@ def _assert_refused(answer: httpx.Response, status: int, code: str) -> None:
 
 async def _one_behaviour(api: RunningApi, name: str, variant: Variant) -> dict[str, Any]:
     """Two accepted, then the cap, then the rate limit; returns the first job."""
-    key = {} if name == "anonymous" else new_key(api, name)
+    key = {} if name == "anonymous" else key_headers(api, name)
     first, second, capped, limited = [await _send(api, variant, key, n) for n in range(4)]
     jobs = [_assert_accepted(first), _assert_accepted(second)]
     _assert_refused(capped, 429, "too_many_active_jobs")
@@ -108,7 +108,7 @@ async def test_a_key_revoked_after_use_records_nothing_more(
     api_factory: ApiFactory, ledger_env: dict[str, str]
 ) -> None:
     async with api_factory(ENVIRONMENT="production", **ledger_env) as api:
-        revoked, kept = new_key(api, "revoked"), new_key(api, "kept")
+        revoked, kept = key_headers(api, "revoked"), key_headers(api, "kept")
         for key in (revoked, kept):
             first = await api.client.post(GENERATE, json={"prompt": "p"}, headers=key)
             assert first.status_code == 202, first.text
@@ -133,7 +133,7 @@ async def test_concurrent_idempotent_twins_make_one_job(
 ) -> None:
     """Twins in one group, and twins in two: one job, the others its replays."""
     async with api_factory(ENVIRONMENT="production", **ledger_env) as api:
-        key = {**new_key(api, "twins"), "Idempotency-Key": "twin"}
+        key = {**key_headers(api, "twins"), "Idempotency-Key": "twin"}
         answers = await asyncio.gather(
             *(api.client.post(GENERATE, json={"prompt": "p"}, headers=key) for _ in range(6))
         )

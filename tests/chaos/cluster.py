@@ -18,7 +18,9 @@ from typing import Any
 
 import httpx
 
-from tests.jobs.worker_stack import SMALL_PARAMS, RedisServer, WorkerStack, free_port
+from tests.stack.deployment import SMALL_PARAMS, WorkerStack
+from tests.stack.redis_server import RedisServer
+from tests.stack.waiting import free_port
 
 WORKERS = ("worker-a", "worker-b")
 GENERATE_PATH = "/api/v1/runpod/generate"

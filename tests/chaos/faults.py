@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.chaos.cluster import Cluster
-from tests.chaos.postgres import PostgresServer
 from tests.media.s3_server import S3Server
+from tests.stack.postgres_server import PostgresServer
 
 OUTAGE_S = 3.0
 OBJECT_STORE_OUTAGE_S = 20.0

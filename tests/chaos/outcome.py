@@ -26,7 +26,8 @@ from app.jobs.models import Job
 from app.services.generation_defaults import GenerationParams, build_runpod_input
 from app.simulator.counters import fingerprint
 from tests.chaos.cluster import Cluster
-from tests.jobs.worker_stack import JobView, WorkerStack
+from tests.stack.deployment import WorkerStack
+from tests.stack.ledger_views import JobView
 
 RESULTS_ENV = "PODRELAY_CHAOS_RESULTS"
 _LIVE = frozenset({"IN_QUEUE", "IN_PROGRESS"})

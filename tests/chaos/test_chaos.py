@@ -20,9 +20,10 @@ from tests.chaos import faults
 from tests.chaos.cluster import CLUSTER_SETTINGS, Cluster
 from tests.chaos.faults import Context
 from tests.chaos.outcome import Outcome, assess, record, wait_recovered, wait_runpod_idle
-from tests.chaos.postgres import PostgresServer
-from tests.jobs.worker_stack import StackFactory, stack_factory, wait_until
 from tests.media.s3_server import S3Server, running_s3_server, with_test_credentials
+from tests.stack.factory import StackFactory
+from tests.stack.postgres_server import PostgresServer
+from tests.stack.waiting import wait_until
 
 JOBS = int(os.environ.get("PODRELAY_CHAOS_JOBS", "40"))
 # Generous: seconds per job on a shared 2-core machine, plus a fixed part for the fault.
@@ -95,25 +96,9 @@ def describe(scenario: Scenario) -> str:
 
 
 @pytest.fixture
-def stacks(tmp_path: Path) -> Iterator[StackFactory]:
-    with stack_factory(tmp_path) as factory:
-        yield factory
-
-
-@pytest.fixture
 def object_store(tmp_path: Path) -> Iterator[S3Server]:
     with running_s3_server(tmp_path / "s3") as server:
         yield server
-
-
-@pytest.fixture
-def private_postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
 
 
 def build_cluster(

@@ -1,24 +1,10 @@
 """Running `podrelay` as a user would, and watching the processes it leaves behind."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from app.core.config import Settings
-
 PODRELAY = [sys.executable, "-m", "app.cli"]
-
-
-def clean_env(**settings: str) -> dict[str, str]:
-    """This process's environment without any Podrelay setting, plus `settings`."""
-    ours = {name.upper() for name in Settings.model_fields}
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key.upper() not in ours and not key.startswith("PODRELAY_")
-    }
-    return {**env, "PYTHONUNBUFFERED": "1", **settings}
 
 
 def run_podrelay(

@@ -22,8 +22,10 @@ from app.devstack import start_process, stop_process, temporary_postgres_databas
 from app.jobs.models import Job
 from app.simulator.config import SimulatorConfig
 from app.simulator.server import SimulatorServer
-from tests.cli.helpers import clean_env, cmdline, descendants, in_directory, in_sessions, running
-from tests.jobs.worker_stack import RedisServer, free_port, wait_until
+from tests.cli.helpers import cmdline, descendants, in_directory, in_sessions, running
+from tests.stack.processes import clean_env
+from tests.stack.redis_server import RedisServer
+from tests.stack.waiting import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 

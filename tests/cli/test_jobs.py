@@ -13,8 +13,12 @@ import pytest
 
 from app.devstack import start_process
 from app.simulator.config import SimulatorConfig
-from tests.cli.helpers import PODRELAY, assert_error_line, clean_env, run_podrelay
-from tests.jobs.worker_stack import StackFactory, WorkerStack, wait_until
+from tests.cli.helpers import PODRELAY, assert_error_line, run_podrelay
+from tests.stack.deployment import WorkerStack
+from tests.stack.factory import stack_factory
+from tests.stack.http_api import bearer
+from tests.stack.processes import clean_env
+from tests.stack.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -40,14 +44,13 @@ class CliStack:
         return run_podrelay(*args, env=env, cwd=self.folder)
 
     def get(self, url: str) -> httpx.Response:
-        return httpx.get(url, headers={"Authorization": f"Bearer {self.key}"}, timeout=30)
+        return httpx.get(url, headers=bearer(self.key), timeout=30)
 
 
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliStack]:
     folder = tmp_path_factory.mktemp("cli-stack")
-    factory = StackFactory(folder)
-    try:
+    with stack_factory(folder) as factory:
         stack = factory.build(
             ledger="sqlite",
             broker="embedded",
@@ -72,8 +75,6 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliStack]:
         key = re.search(r"api key:\s+(\S+)", created.stdout)
         assert key is not None, created.stdout
         yield CliStack(stack=stack, url=url, key=key[1], folder=folder)
-    finally:
-        factory.close()
 
 
 def test_worker_command_starts_a_worker_with_the_given_concurrency(cli: CliStack) -> None:

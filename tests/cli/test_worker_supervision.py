@@ -28,27 +28,16 @@ from app.core.supervisor import RestartPolicy, supervise
 from app.devstack import start_process, stop_process
 from app.simulator.config import SimulatorConfig
 from tests.cli.helpers import PODRELAY, cmdline, descendants, in_sessions, running
-from tests.jobs.worker_stack import (
-    GENERATE,
-    SMALL_PARAMS,
-    RedisServer,
-    StackFactory,
-    WorkerStack,
-    stack_factory,
-    wait_until,
-)
+from tests.stack.deployment import GENERATE, SMALL_PARAMS, WorkerStack
+from tests.stack.factory import StackFactory
+from tests.stack.redis_server import RedisServer
+from tests.stack.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
 RUNPOD = SimulatorConfig(workers=4, job_duration_ms=200, job_duration_jitter_ms=50)
 REDIS_RESTARTS = 2
 CELERY_WORKER = "-m celery -A app.celery_app worker"
-
-
-@pytest.fixture
-def stacks(tmp_path: Path) -> Iterator[StackFactory]:
-    with stack_factory(tmp_path) as factory:
-        yield factory
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.docker.images import Images, daemon_problem, docker, podrelay_images
-from tests.jobs.worker_stack import free_port
+from tests.stack.waiting import free_port
 from tests.test_docker import COMPOSE, HOST_VARIABLES, compose_command
 
 ROOT = Path(__file__).resolve().parents[2]

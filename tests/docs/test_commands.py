@@ -28,9 +28,9 @@ import pytest
 from app.core.config import Settings
 from app.devstack import start_process, stop_process, wait_http
 from app.simulator.server import SimulatorServer
-from tests.cli.helpers import clean_env
 from tests.docs.helpers import DOCUMENTS, ROOT, code_blocks, shell_commands
-from tests.jobs.worker_stack import free_port
+from tests.stack.processes import clean_env
+from tests.stack.waiting import free_port
 from tests.test_docker import COMPOSE, HOST_VARIABLES, compose_command
 
 PROGRAMS = (

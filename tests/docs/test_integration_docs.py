@@ -15,13 +15,13 @@ import pytest
 
 from app.core.config import get_settings
 from app.notify.signing import signed_headers
-from tests.api.conftest import RunningApi
 from tests.docs.helpers import DOCS, block_after
+from tests.stack.http_api import API
+from tests.stack.inprocess_api import RunningApi
 
 CLIENT = DOCS / "clients" / "podrelay.ts"
 HOOK = DOCS / "clients" / "usePodrelayJob.ts"
 INTEGRATION = DOCS / "RUNPOD_API_INTEGRATION.md"
-API = "/api/v1/runpod"
 
 _INTERFACE = re.compile(
     r"^(?:/\*\* @schema (\w+) \*/\n)?export interface (\w+)(?: extends (\w+))? \{\n(.*?)^\}",

@@ -21,7 +21,9 @@ from playwright.sync_api import (
 
 from app.accounts.service import create_key
 from app.simulator.server import SimulatorServer
-from tests.jobs.worker_stack import StackFactory, wait_until
+from tests.stack.factory import stack_factory
+from tests.stack.http_api import API, bearer
+from tests.stack.waiting import wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -29,7 +31,6 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
 SCREENSHOT = Path(__file__).resolve().parents[2] / "data" / "screenshots" / "playground.png"
-API = "/api/v1/runpod"
 WAIT_MS = 20_000
 
 
@@ -40,7 +41,7 @@ class Playground:
 
     def jobs_of(self, api_key: str | None) -> list[dict[str, object]]:
         """The caller's jobs as the API lists them (anonymous without a key)."""
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        headers = bearer(api_key) if api_key else {}
         response = httpx.get(f"{self.url}{API}/jobs", headers=headers, timeout=10)
         response.raise_for_status()
         items: list[dict[str, object]] = response.json()["items"]
@@ -51,8 +52,7 @@ class Playground:
 def playground(
     simulator_server: SimulatorServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Playground]:
-    factory = StackFactory(tmp_path_factory.mktemp("playground"))
-    try:
+    with stack_factory(tmp_path_factory.mktemp("playground")) as factory:
         stack = factory.build(
             ledger="sqlite",
             broker="embedded",
@@ -65,8 +65,6 @@ def playground(
         with stack.db.session() as session:
             _, api_key = create_key(session, name="playground")
         yield Playground(url=url, api_key=api_key)
-    finally:
-        factory.close()
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,9 @@
-"""Small builders for engine tests."""
+"""Small builders for the jobs suite: jobs in an engine's ledger, and what RunPod's answer
+means for one."""
 
 import asyncio
 import time
+from typing import Any
 
 from sqlalchemy import select
 
@@ -11,9 +13,7 @@ from app.jobs.models import Job, JobEvent
 from app.jobs.status import JobStatus
 from app.jobs.tracking import tick
 from app.services.generation_defaults import GenerationParams
-from tests.factories import add_job
-
-SMALL = GenerationParams(width=256, height=256)
+from tests.factories import SMALL, add_job
 
 
 def make_job(
@@ -62,3 +62,19 @@ def pending_images(engine: JobEngine) -> int:
 
     with engine.db.session() as session:
         return len(session.scalars(select(JobImage.id).where(JobImage.state == "pending")).all())
+
+
+def runpod_state_of(body: dict[str, Any]) -> tuple[str, str | None]:
+    """What the ledger should say for a kept RunPod job: (status, error_code)."""
+    status = body.get("status")
+    if status == "COMPLETED":
+        if body.get("output"):
+            return JobStatus.COMPLETED.value, None
+        return JobStatus.FAILED.value, "output_missing"
+    if status == "FAILED":
+        return JobStatus.FAILED.value, "worker_failed"
+    if status == "CANCELLED":
+        return JobStatus.CANCELLED.value, "cancelled_at_runpod"
+    if status == "TIMED_OUT":
+        return JobStatus.TIMED_OUT.value, "runpod_timed_out"
+    return f"not terminal at RunPod ({status})", None

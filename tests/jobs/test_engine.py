@@ -16,13 +16,13 @@ from app.jobs.status import JobStatus
 from app.jobs.submit import submit_job, submit_jobs
 from app.jobs.tracking import enforce_deadlines, poll_budget, poll_due
 from app.simulator.server import SimulatorServer
-from tests.jobs.conftest import engine_settings
 from tests.jobs.helpers import (
     event_kinds,
     load,
     make_job,
     track_until_terminal,
 )
+from tests.stack.ledger import engine_settings
 
 
 async def test_job_completes_and_its_image_is_kept(engine: JobEngine) -> None:

@@ -8,8 +8,6 @@ Nothing here asserts timing: every wait polls the ledger against a generous dead
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,16 +16,11 @@ from sqlalchemy import func, select
 from app.jobs.models import Batch
 from app.jobs.service import job_for_task
 from app.simulator.config import SimulatorConfig
-from tests.jobs.worker_stack import (
-    GENERATE,
-    SMALL_PARAMS,
-    JobView,
-    StackFactory,
-    WorkerStack,
-    runpod_state_of,
-    stack_factory,
-    wait_until,
-)
+from tests.jobs.helpers import runpod_state_of
+from tests.stack.deployment import GENERATE, SMALL_PARAMS, WorkerStack
+from tests.stack.factory import StackFactory
+from tests.stack.ledger_views import JobView
+from tests.stack.waiting import wait_until
 
 SEED_PROMPT = "beautiful anime girl, detailed eyes"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -70,13 +63,6 @@ def sim_config(**knobs: Any) -> SimulatorConfig:
         **knobs,
     }
     return SimulatorConfig.model_validate(values)
-
-
-@pytest.fixture
-def stacks(tmp_path: Path) -> Iterator[StackFactory]:
-    """Builds the test's stacks; stops every process and drops every database afterwards."""
-    with stack_factory(tmp_path) as factory:
-        yield factory
 
 
 def assert_completed_with_image(stack: WorkerStack, job: JobView) -> None:

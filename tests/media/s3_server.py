@@ -21,7 +21,7 @@ import httpx
 from botocore.config import Config
 
 from app.devstack import start_process, stop_process
-from tests.jobs.worker_stack import free_port, wait_until
+from tests.stack.waiting import free_port, wait_until
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -10,8 +10,9 @@ from typing import Any
 import httpx
 
 from app.simulator.config import SimulatorConfig
-from tests.jobs.worker_stack import SMALL_PARAMS, stack_factory
 from tests.media.s3_server import S3Server, with_test_credentials
+from tests.stack.deployment import SMALL_PARAMS
+from tests.stack.factory import stack_factory
 
 API = "/api/v1/runpod"
 

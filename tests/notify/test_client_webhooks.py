@@ -28,7 +28,8 @@ from app.notify.deliveries import deliver_due
 from app.notify.models import WebhookDelivery
 from app.notify.signing import WebhookVerificationError, sign, verify
 from tests.factories import add_job
-from tests.notify.conftest import EngineFactory, Received, Receiver
+from tests.stack.ledger import EngineFactory
+from tests.stack.receiver import Received, Receiver
 
 ANONYMOUS = "anonymous"
 
@@ -263,7 +264,7 @@ async def test_server_error_is_retried_with_backoff_and_every_attempt_shown(
 async def test_attempts_run_out_after_the_configured_number(
     make_engine: EngineFactory, receiver: Receiver
 ) -> None:
-    engine = make_engine(client_webhook_attempts=3)
+    engine = make_engine(allow_private_webhook_urls=True, client_webhook_attempts=3)
     receiver.answer(503, 503, 503)
     job_id = make_job(engine, receiver.url())
     finish(engine, job_id, JobStatus.TIMED_OUT)

@@ -9,8 +9,8 @@ import pytest
 
 from app.accounts.service import hash_key, revoke_key
 from app.jobs.models import Job
-from tests.api.conftest import ApiFactory, RunningApi
-from tests.security.conftest import API, assert_problem, bearer, new_key
+from tests.stack.http_api import API, assert_problem, bearer, new_key
+from tests.stack.inprocess_api import ApiFactory, RunningApi
 
 # Every route that needs a caller, with a well-formed body where it takes one.
 PROTECTED = [

@@ -10,8 +10,9 @@ import json
 import pytest
 
 from app.jobs.models import Job
-from tests.api.conftest import ApiFactory, RunningApi
-from tests.security.conftest import API, PROBLEM_JSON, assert_problem, submitted_job
+from tests.security.helpers import submitted_job
+from tests.stack.http_api import API, PROBLEM_JSON, assert_problem
+from tests.stack.inprocess_api import ApiFactory, RunningApi
 
 JSON = "application/json"
 NESTED = b"[" * 20_000 + b"]" * 20_000  # 40 kB, within the 64 KiB limit

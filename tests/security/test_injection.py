@@ -9,9 +9,10 @@ from typing import Any
 import httpx
 
 from app.notify.deliveries import deliver_due
-from tests.api.conftest import RunningApi
-from tests.notify.conftest import Receiver
-from tests.security.conftest import API, submitted_job
+from tests.security.helpers import submitted_job
+from tests.stack.http_api import API
+from tests.stack.inprocess_api import RunningApi
+from tests.stack.receiver import Receiver
 
 INJECTED = "X-Injected: yes"
 CRLF_VALUES = [f"a\r\n{INJECTED}", f"a\n{INJECTED}", f"a\r{INJECTED}", "a\r\n\r\n<html>"]

@@ -14,7 +14,8 @@ import pytest
 
 from app.api.limits import RUNPOD_WEBHOOK_MAX_BYTES
 from app.simulator.server import SimulatorServer
-from tests.security.conftest import API, PROBLEM_JSON, process_env, uvicorn_api
+from tests.stack.http_api import API, PROBLEM_JSON
+from tests.stack.processes import clean_env, uvicorn_api
 
 BODY_TIMEOUT_S = 2.0
 MAX_BYTES = 4096
@@ -38,7 +39,7 @@ def live_api(
     simulator_server: SimulatorServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveApi]:
     folder = tmp_path_factory.mktemp("raw-http")
-    env = process_env(
+    env = clean_env(
         environment="development",
         runpod_url=f"{simulator_server.base_url}/raw-ep/run",
         runpod_api_key="test-key",

@@ -13,9 +13,10 @@ from sqlalchemy import select
 from app.jobs import service
 from app.jobs.models import Job, JobEvent, JobImage, Submission
 from app.simulator.server import SimulatorServer
-from tests.api.conftest import RunningApi
 from tests.factories import add_job
-from tests.security.conftest import assert_problem, submitted_job
+from tests.security.helpers import submitted_job
+from tests.stack.http_api import assert_problem
+from tests.stack.inprocess_api import RunningApi
 
 SMALL = {"width": 256, "height": 256}
 

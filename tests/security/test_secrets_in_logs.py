@@ -9,10 +9,7 @@ key, then reads every log file the stack wrote and every answer the API gave.
 import asyncio
 import re
 import secrets
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,35 +19,23 @@ from sqlalchemy import select
 
 from app.jobs.models import Submission
 from app.simulator.config import SimulatorConfig
-from tests.api.conftest import ApiFactory
-from tests.jobs.worker_stack import StackFactory, WorkerStack, wait_until
-from tests.notify.conftest import Receiver
-from tests.security.conftest import API, bearer, new_key, uvicorn_api
+from tests.cli.helpers import run_podrelay
+from tests.stack.deployment import WorkerStack
+from tests.stack.factory import StackFactory
+from tests.stack.http_api import API, bearer, new_key
+from tests.stack.inprocess_api import ApiFactory
+from tests.stack.processes import uvicorn_api
+from tests.stack.receiver import Receiver
+from tests.stack.waiting import wait_until
 
 RUNPOD_KEY = "rpa_SECURITYSUITE" + secrets.token_hex(16)
 SIGNING_SECRET = "whsec_SECURITYSUITE" + secrets.token_hex(16)
 SMALL = {"width": 256, "height": 256}
 
 
-@pytest.fixture
-def stacks(tmp_path: Path) -> Iterator[StackFactory]:
-    factory = StackFactory(tmp_path)
-    try:
-        yield factory
-    finally:
-        factory.close()
-
-
 def cli(stack: WorkerStack, *args: str) -> str:
     """`podrelay ...` in its own process, on the stack's ledger."""
-    done = subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_podrelay(*args, env=stack.env, cwd=stack.folder, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout + done.stderr
 

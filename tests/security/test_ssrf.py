@@ -18,9 +18,10 @@ from sqlalchemy import func, select
 from app.jobs.models import Job
 from app.notify.deliveries import deliver_due
 from app.notify.models import WebhookDelivery
-from tests.api.conftest import RunningApi
-from tests.notify.conftest import Receiver
-from tests.security.conftest import API, FakeDns, assert_problem, bearer, new_key
+from tests.security.helpers import FakeDns
+from tests.stack.http_api import API, assert_problem, bearer, new_key
+from tests.stack.inprocess_api import RunningApi
+from tests.stack.receiver import Receiver
 
 PUBLIC = "93.184.216.34"  # a global address: the check passes; nothing connects to it
 

@@ -1,7 +1,6 @@
 """Tenancy: a key sees and touches only its own jobs. Another key (an admin one too) gets the
 same 404 for A's resources as for ones that do not exist, and A's job is untouched after."""
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,10 +8,8 @@ import pytest
 from sqlalchemy import func, select
 
 from app.jobs.models import Job, JobEvent
-from app.jobs.submit import submit_job
-from app.jobs.tracking import tick
-from tests.api.conftest import ApiFactory, RunningApi
-from tests.security.conftest import API, assert_problem, bearer, new_key
+from tests.stack.http_api import API, assert_problem, bearer, complete, new_key
+from tests.stack.inprocess_api import ApiFactory, RunningApi
 
 SMALL = {"width": 256, "height": 256}
 
@@ -28,27 +25,13 @@ class Owned:
     batch_id: str
 
 
-async def finish(api: RunningApi, job_id: str, headers: dict[str, str]) -> dict[str, Any]:
-    """Drive the engine as a worker would until the job is done and its image stored."""
-    await submit_job(api.engine, job_id)
-    for _ in range(400):
-        await tick(api.engine)
-        view: dict[str, Any] = (
-            await api.client.get(f"{API}/status/{job_id}", headers=headers)
-        ).json()
-        if view["status"] == "completed" and view["images"][0]["state"] == "stored":
-            return view
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not complete")
-
-
 async def owned_by_a(api: RunningApi) -> Owned:
     headers = bearer(new_key(api, "tenant-a")[1])
     post = api.client.post
     done = (
         await post(f"{API}/generate", json={"prompt": "a's fox", **SMALL}, headers=headers)
     ).json()
-    view = await finish(api, done["id"], headers)
+    view = await complete(api, done["id"], headers)
     pending = (await post(f"{API}/generate", json={"prompt": "a's secret"}, headers=headers)).json()
     batch = (
         await post(f"{API}/generate/batch", json={"prompts": ["a1", "a2"]}, headers=headers)

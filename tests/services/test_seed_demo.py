@@ -2,7 +2,6 @@
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from app.runpod import AmbiguousSubmissionError
 from app.services import runpod_client
 from app.services.generation_defaults import GenerationParams
 from app.simulator.server import SimulatorServer
+from tests.stack.waiting import free_port
 
 SEED_DEMO = "import asyncio; from app.services.runpod_client import main; asyncio.run(main())"
 SMALL = GenerationParams(width=256, height=256)
@@ -30,12 +30,6 @@ def run_demo(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_seed_demo_prints_the_url_of_a_png(tmp_path: Path, simulator: SimulatorServer) -> None:

@@ -1,4 +1,4 @@
-"""A private PostgreSQL cluster the chaos suite may stop and start (never the system one).
+"""A private PostgreSQL cluster a test may stop and start (never the system one).
 
 `initdb` and `pg_ctl` refuse to run as root, so as root they run as the `postgres` user, in a
 temporary folder it owns. The cluster listens on 127.0.0.1 on a free port, trusts local
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.jobs.worker_stack import free_port, wait_until
+from tests.stack.waiting import free_port, wait_until
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 _START_TIMEOUT_S = 60

@@ -1,9 +1,9 @@
-"""An in-process API (its real lifespan, ASGI transport) on a fresh SQLite ledger.
+"""The API in the test process: its real lifespan over ASGI, on a fresh SQLite ledger.
 
 Starlette's TestClient is not used: it warns (an error here) about its httpx dependency.
 """
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +13,6 @@ import pytest
 from fastapi import FastAPI
 
 from app.core.config import get_settings
-from app.devstack import temporary_postgres_database
 from app.jobs.engine import JobEngine
 from app.simulator.server import SimulatorServer
 
@@ -25,14 +24,14 @@ class RunningApi:
     engine: JobEngine
 
 
+# `api_factory(**env)`: the API started with these settings (environment variable names).
 ApiFactory = Callable[..., AbstractAsyncContextManager[RunningApi]]
 
 
-@pytest.fixture
-def api_factory(
+def inprocess_api_factory(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, simulator: SimulatorServer
 ) -> ApiFactory:
-    """Start the API with extra settings, e.g. `api_factory(ENVIRONMENT="production")`."""
+    """Starts the API on a ledger and folders in `tmp_path`, RunPod played by `simulator`."""
 
     @asynccontextmanager
     async def start(**env: str) -> AsyncIterator[RunningApi]:
@@ -64,28 +63,3 @@ def api_factory(
             get_settings.cache_clear()
 
     return start
-
-
-@pytest.fixture
-async def api(api_factory: ApiFactory) -> AsyncIterator[RunningApi]:
-    """Development defaults: anonymous callers allowed."""
-    async with api_factory() as running:
-        yield running
-
-
-@pytest.fixture
-async def api_strict(api_factory: ApiFactory) -> AsyncIterator[RunningApi]:
-    """Production defaults: keys required, private webhook URLs refused, 2 active jobs per key."""
-    async with api_factory(ENVIRONMENT="production", MAX_CONCURRENT_JOBS="2") as running:
-        yield running
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def ledger_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    """Settings for the ledger, for `api_factory`: its SQLite file, or a fresh PostgreSQL
-    database."""
-    if request.param == "sqlite":
-        yield {}
-        return
-    with temporary_postgres_database("podrelay_api") as url:
-        yield {"DATABASE_URL": url}
