@@ -11,8 +11,15 @@ from app.api.deps import enforce_rate_limit
 from app.api.endpoints import runpod_endpoints
 from app.api.errors import install_error_handlers, problem_responses
 from app.api.fast_generate import FastGenerate
-from app.api.openapi_docs import json_example, keep_example_nulls
+from app.api.openapi_docs import (
+    TAGS,
+    add_components,
+    json_example,
+    keep_example_nulls,
+    operation_id,
+)
 from app.api.ratelimit import rate_limiter_from_settings
+from app.api.schemas import JobEventOut
 from app.core.config import settings_or_exit
 from app.core.logging import configure_logging, redact_access_logs
 from app.core.migrate import upgrade_database
@@ -46,9 +53,12 @@ def create_app() -> FastAPI:
         version=__version__,
         summary="A job gateway that relays text-to-image generation to RunPod Serverless.",
         lifespan=lifespan,
+        openapi_tags=TAGS,
+        generate_unique_id_function=operation_id,
     )
 
     install_error_handlers(application)
+    add_components(application, JobEventOut)
     keep_example_nulls(application)
     application.include_router(
         runpod_endpoints.router,

@@ -332,23 +332,23 @@ RUNPOD_WEBHOOK: Json = {
 # (`id`, `event` = its kind, `data` = the event as JSON), a comment as heartbeat in quiet spells.
 EVENT_STREAM = """retry: 2000
 
-id: 1
 event: created
-data: {"id": 1, "kind": "created", "status": "pending", "message": null, "at": "2026-03-14T09:26:53.131870+00:00"}
+data: {"id":1,"kind":"created","status":"pending","message":null,"at":"2026-03-14T09:26:53.131870Z"}
+id: 1
 
+event: status
+data: {"id":2,"kind":"status","status":"queued","message":null,"at":"2026-03-14T09:26:53.404455Z"}
 id: 2
-event: status
-data: {"id": 2, "kind": "status", "status": "queued", "message": null, "at": "2026-03-14T09:26:53.404455+00:00"}
 
+event: status
+data: {"id":3,"kind":"status","status":"running","message":null,"at":"2026-03-14T09:26:55.718090Z"}
 id: 3
+
+: ping
+
 event: status
-data: {"id": 3, "kind": "status", "status": "running", "message": null, "at": "2026-03-14T09:26:55.718090+00:00"}
-
-: keep-alive
-
+data: {"id":4,"kind":"status","status":"completed","message":null,"at":"2026-03-14T09:27:02.942731Z"}
 id: 4
-event: status
-data: {"id": 4, "kind": "status", "status": "completed", "message": null, "at": "2026-03-14T09:27:02.942731+00:00"}
 
 """  # noqa: E501 - one frame per line, as sent
 

@@ -157,6 +157,16 @@ class BatchOut(BaseModel):
     replayed: bool = False
 
 
+class JobEventOut(BaseModel):
+    """One event of `GET /jobs/{id}/events` (the `data` of its SSE frame)."""
+
+    id: int = Field(description="Grows with each event; send the last one as `Last-Event-ID`.")
+    kind: str = Field(description="`created`, `status`, and other steps of the job's timeline.")
+    status: JobStatus | None = Field(description="The job's status after the event.")
+    message: str | None
+    at: datetime
+
+
 class JobPage(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [examples.JOB_PAGE]})
 

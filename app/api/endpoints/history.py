@@ -1,21 +1,30 @@
 """The caller's history: jobs, batches, live events, stored images and usage."""
 
 import asyncio
-import json
 import re
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy import select
 
 from app.api import examples
 from app.api.deps import CallerDep, EngineDep, SessionDep
 from app.api.errors import NotFound, problem_responses
-from app.api.schemas import NO_NUL, BatchOut, JobPage, PathId, UsageDay, UsageOut
+from app.api.openapi_docs import schema_ref
+from app.api.schemas import (
+    NO_NUL,
+    BatchOut,
+    JobEventOut,
+    JobPage,
+    PathId,
+    UsageDay,
+    UsageOut,
+)
 from app.api.views import batch_out, job_out
 from app.jobs.engine import JobEngine
 from app.jobs.models import Batch, Job, JobEvent, JobImage
@@ -25,12 +34,24 @@ from app.media.store import MediaError
 router = APIRouter()
 ERRORS = problem_responses(401, 404, 422)
 SSE_POLL_S = 0.5
-SSE_HEARTBEAT_S = 15.0
+SSE_RETRY_MS = 2000
 SSE_MAX_S = 3600.0
+# What each event's `data` is, for the OpenAPI document (FastAPI documents the frame only).
+EVENT_ITEMS = {
+    "itemSchema": {
+        "properties": {
+            "data": {
+                "contentMediaType": "application/json",
+                "contentSchema": schema_ref(JobEventOut),
+            }
+        },
+        "required": ["data"],
+    }
+}
 _EVENT_ID = re.compile(r"[0-9]{1,18}")
 
 
-@router.get("/jobs", summary="The caller's jobs, newest first", responses=ERRORS)
+@router.get("/jobs", summary="The caller's jobs, newest first", responses=ERRORS, tags=["jobs"])
 def list_jobs(
     caller: CallerDep,
     session: SessionDep,
@@ -66,7 +87,9 @@ def list_jobs(
     )
 
 
-@router.get("/batches/{batch_id}", summary="A batch and its jobs", responses=ERRORS)
+@router.get(
+    "/batches/{batch_id}", summary="A batch and its jobs", responses=ERRORS, tags=["batches"]
+)
 def get_batch(
     batch_id: PathId, caller: CallerDep, session: SessionDep, engine: EngineDep
 ) -> BatchOut:
@@ -76,9 +99,23 @@ def get_batch(
     return batch_out(batch, price_per_second=engine.settings.gpu_price_per_second)
 
 
+async def owned_job_id(job_id: PathId, caller: CallerDep, engine: EngineDep) -> str:
+    """The id of the caller's job; 404 before a stream starts (after, no status can change)."""
+
+    def owner() -> str | None:
+        with engine.db.session() as session:
+            job = session.get(Job, job_id)
+            return None if job is None else job.owner
+
+    if await run_in_threadpool(owner) != caller.owner:
+        raise NotFound("no such job", code="job_not_found")
+    return job_id
+
+
 @router.get(
     "/jobs/{job_id}/events",
     summary="Live job events (Server-Sent Events)",
+    tags=["jobs"],
     responses={
         **ERRORS,
         200: {
@@ -86,27 +123,29 @@ def get_batch(
             "content": {"text/event-stream": {"example": examples.EVENT_STREAM}},
         },
     },
-    response_class=StreamingResponse,
+    openapi_extra={"responses": {"200": {"content": {"text/event-stream": EVENT_ITEMS}}}},
+    response_class=EventSourceResponse,
 )
-def job_events(
-    job_id: PathId,
-    request: Request,
-    caller: CallerDep,
+async def job_events(
+    job_id: Annotated[str, Depends(owned_job_id)],
     engine: EngineDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-) -> StreamingResponse:
-    """Every state change as an SSE `event: status`; resumable with `Last-Event-ID`. The
-    stream ends after the job's final event."""
-    with engine.db.session() as session:
-        job = session.get(Job, job_id)
-        if job is None or job.owner != caller.owner:
-            raise NotFound("no such job", code="job_not_found")
+) -> AsyncIterator[ServerSentEvent]:
+    """Every state change as an SSE event named after its kind, its `data` a `JobEventOut`;
+    resumable with `Last-Event-ID`. The stream ends after the job's final event. FastAPI
+    frames the events and sends a keep-alive comment after 15 s without one."""
     after = _resume_after(last_event_id)
-    return StreamingResponse(
-        _event_stream(engine, job_id, after, request),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    yield ServerSentEvent(retry=SSE_RETRY_MS)
+    while loop.time() - started < SSE_MAX_S:
+        events, finished = await run_in_threadpool(_events_after, engine, job_id, after)
+        for event in events:
+            after = event.id
+            yield ServerSentEvent(data=event, event=event.kind, id=str(event.id))
+        if finished and not events:
+            return
+        await asyncio.sleep(SSE_POLL_S)
 
 
 def _resume_after(last_event_id: str | None) -> int:
@@ -118,29 +157,7 @@ def _resume_after(last_event_id: str | None) -> int:
     return 0
 
 
-async def _event_stream(
-    engine: JobEngine, job_id: str, after: int, request: Request
-) -> AsyncIterator[str]:
-    loop = asyncio.get_running_loop()
-    started = last_sent = loop.time()
-    yield "retry: 2000\n\n"
-    while loop.time() - started < SSE_MAX_S and not await request.is_disconnected():
-        events, finished = await run_in_threadpool(_events_after, engine, job_id, after)
-        for event in events:
-            after = int(str(event["id"]))
-            yield f"id: {event['id']}\nevent: {event['kind']}\ndata: {json.dumps(event)}\n\n"
-            last_sent = loop.time()
-        if finished and not events:
-            return
-        if loop.time() - last_sent > SSE_HEARTBEAT_S:
-            yield ": keep-alive\n\n"
-            last_sent = loop.time()
-        await asyncio.sleep(SSE_POLL_S)
-
-
-def _events_after(
-    engine: JobEngine, job_id: str, after: int
-) -> tuple[list[dict[str, object]], bool]:
+def _events_after(engine: JobEngine, job_id: str, after: int) -> tuple[list[JobEventOut], bool]:
     with engine.db.session() as session:
         rows = session.scalars(
             select(JobEvent)
@@ -148,21 +165,13 @@ def _events_after(
             .order_by(JobEvent.id)
         ).all()
         finished = JobStatus(session.get_one(Job, job_id).status).is_terminal
-        return [
-            {
-                "id": row.id,
-                "kind": row.kind,
-                "status": row.status,
-                "message": row.message,
-                "at": row.at.isoformat(),
-            }
-            for row in rows
-        ], finished
+        return [JobEventOut.model_validate(row, from_attributes=True) for row in rows], finished
 
 
 @router.get(
     "/images/{image_id}",
     summary="A stored result image",
+    tags=["jobs"],
     responses={
         **ERRORS,
         200: {
@@ -202,6 +211,7 @@ def get_image(
 @router.get(
     "/usage",
     summary="The caller's jobs, images, GPU time and cost per day",
+    tags=["account"],
     responses=problem_responses(401, 422),
 )
 def usage(caller: CallerDep, session: SessionDep, engine: EngineDep) -> UsageOut:

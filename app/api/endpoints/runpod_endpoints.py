@@ -38,7 +38,7 @@ from app.jobs.status import JobStatus
 from app.runpod import RunPodError
 from app.tasks.runpod_tasks import cancel_runpod_job_task
 
-router = APIRouter(prefix="/runpod", tags=["runpod"])
+router = APIRouter(prefix="/runpod")
 router.include_router(history.router)
 
 # What each route can answer besides success (all `application/problem+json`, see errors.py).
@@ -75,7 +75,13 @@ def _job_view(engine: JobEngine, job_id: str, *, replayed: bool = False) -> JobO
         )
 
 
-@router.post("/generate", status_code=202, summary="Start a generation", responses=SUBMIT_ERRORS)
+@router.post(
+    "/generate",
+    status_code=202,
+    summary="Start a generation",
+    responses=SUBMIT_ERRORS,
+    tags=["jobs"],
+)
 async def generate(
     body: GenerateRequest,
     caller: CallerDep,
@@ -114,6 +120,7 @@ async def generate(
     status_code=202,
     summary="Start up to 10 generations",
     responses=BATCH_ERRORS,
+    tags=["batches"],
 )
 async def generate_batch(
     body: BatchRequest,
@@ -138,7 +145,9 @@ async def generate_batch(
     return view
 
 
-@router.get("/status/{task_id}", summary="A job's status and result", responses=JOB_ERRORS)
+@router.get(
+    "/status/{task_id}", summary="A job's status and result", responses=JOB_ERRORS, tags=["jobs"]
+)
 def status(task_id: PathId, caller: CallerDep, session: SessionDep, engine: EngineDep) -> JobOut:
     """Accepts the job id, or the Celery task id a seed-style task returned."""
     job = _owned_job(session, caller, task_id)
@@ -146,7 +155,7 @@ def status(task_id: PathId, caller: CallerDep, session: SessionDep, engine: Engi
     return job_out(job, price_per_second=price, position=queue_position(session, job))
 
 
-@router.delete("/cancel/{task_id}", summary="Cancel a job", responses=CANCEL_ERRORS)
+@router.delete("/cancel/{task_id}", summary="Cancel a job", responses=CANCEL_ERRORS, tags=["jobs"])
 def cancel(task_id: PathId, caller: CallerDep, engine: EngineDep) -> JobOut:
     """Cancels the job, at RunPod too; 409 when it already finished."""
     with engine.db.session() as session:
@@ -168,6 +177,7 @@ def cancel(task_id: PathId, caller: CallerDep, engine: EngineDep) -> JobOut:
     "/test",
     summary="Test the RunPod connection",
     responses=ADMIN_ERRORS,
+    tags=["admin"],
     dependencies=[Depends(require_admin)],
 )
 async def test_connection(engine: EngineDep) -> ConnectionTestOut:
@@ -179,6 +189,7 @@ async def test_connection(engine: EngineDep) -> ConnectionTestOut:
     "/queue/stats",
     summary="Queue statistics",
     responses=ADMIN_ERRORS,
+    tags=["admin"],
     dependencies=[Depends(require_admin)],
 )
 async def queue_stats(engine: EngineDep) -> QueueStatsOut:
