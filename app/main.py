@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
 from app.api import examples, ops, webhooks
@@ -18,7 +19,7 @@ from app.api.openapi_docs import (
     keep_example_nulls,
     operation_id,
 )
-from app.api.ratelimit import rate_limiter_from_settings
+from app.api.ratelimit import HEADER_NAMES, rate_limiter_from_settings
 from app.api.schemas import JobEventOut
 from app.core.config import settings_or_exit
 from app.core.logging import configure_logging, redact_access_logs
@@ -26,6 +27,17 @@ from app.core.migrate import upgrade_database
 from app.jobs.engine import JobEngine
 from app.playground import router as playground
 from app.services.runpod_client import close_client
+
+# What a browser page may send, and read back, across origins.
+CORS_REQUEST_HEADERS = (
+    "Authorization",
+    "X-API-Key",
+    "Content-Type",
+    "Idempotency-Key",
+    "Prefer",
+    "Last-Event-ID",
+)
+CORS_RESPONSE_HEADERS = ("Location", "Preference-Applied", "Retry-After", *HEADER_NAMES)
 
 
 @asynccontextmanager
@@ -72,6 +84,15 @@ def create_app() -> FastAPI:
     limits = ops.install_operations(application, settings)  # /readyz, /metrics, body limits
     # Outside those middlewares: it does itself what they would for the requests it serves.
     application.add_middleware(FastGenerate, limits=limits)
+    if settings.cors_origin_list:  # outermost, so every answer (fast ones too) carries it
+        application.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=list(CORS_REQUEST_HEADERS),
+            expose_headers=list(CORS_RESPONSE_HEADERS),
+            max_age=600,
+        )
 
     @application.get(
         "/healthz",

@@ -75,6 +75,10 @@ class Conflict(ApiError):
     status_code, code, title = 409, "conflict", "Conflict"
 
 
+class Unprocessable(ApiError):
+    status_code, code, title = 422, "unprocessable", "Unprocessable content"
+
+
 class PayloadTooLarge(ApiError):
     status_code, code, title = 413, "payload_too_large", "Payload too large"
 

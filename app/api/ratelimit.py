@@ -12,9 +12,10 @@ memory, so each API process (`uvicorn --workers N`, replicas) grants the full bu
 own. When Redis fails, the process falls back to its memory counters rather than refusing or
 waving requests through.
 
-Every response to a limited route carries the IETF draft headers `RateLimit-Limit`,
-`RateLimit-Remaining`, `RateLimit-Reset` (seconds) and `RateLimit-Policy`; a small ASGI
-middleware adds them, so error answers, files and event streams get them too.
+Every response to a limited route carries the IETF draft's structured-field headers
+(draft-ietf-httpapi-ratelimit-headers): `RateLimit-Policy: "default";q=<limit>;w=60` and
+`RateLimit: "default";r=<remaining>;t=<seconds to reset>`; a small ASGI middleware adds them,
+so error answers, files and event streams get them too.
 
 Behind a reverse proxy, run uvicorn with `--proxy-headers --forwarded-allow-ips=<proxy>` so
 the client IP of anonymous callers is the real one and not the proxy's.
@@ -41,6 +42,8 @@ from app.core.config import Settings
 
 WINDOW_S = 60
 REDIS_PREFIX = "podrelay:ratelimit:"
+POLICY = "default"
+HEADER_NAMES = ("RateLimit", "RateLimit-Policy")
 _SCOPE_KEY = "podrelay.ratelimit"
 _REDIS_TIMEOUT_S = 1.0
 _WARN_EVERY_S = 60.0
@@ -76,10 +79,8 @@ class Hit:
 
     def headers(self) -> dict[str, str]:
         return {
-            "RateLimit-Limit": str(self.limit),
-            "RateLimit-Remaining": str(self.remaining),
-            "RateLimit-Reset": str(self.reset_s),
-            "RateLimit-Policy": f"{self.limit};w={WINDOW_S}",
+            "RateLimit": f'"{POLICY}";r={self.remaining};t={self.reset_s}',
+            "RateLimit-Policy": f'"{POLICY}";q={self.limit};w={WINDOW_S}',
         }
 
 

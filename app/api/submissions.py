@@ -17,7 +17,7 @@ from app.accounts.idempotency import (
     request_fingerprint,
 )
 from app.api.callers import Caller
-from app.api.errors import ApiError, Conflict, RateLimited
+from app.api.errors import ApiError, Conflict, RateLimited, Unprocessable
 from app.api.schemas import BatchRequest, GenerateRequest, GenerationOptions
 from app.core.config import Settings
 from app.jobs import service
@@ -73,7 +73,7 @@ def _idempotent(
                     )
                 return resource_id, False
         except IdempotencyConflict as error:
-            raise Conflict(str(error), code="idempotency_key_reused") from None
+            raise Unprocessable(str(error), code="idempotency_key_reused") from None
         except IntegrityError:
             continue
     raise Conflict(

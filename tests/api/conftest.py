@@ -88,3 +88,14 @@ def ledger_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
         return
     with temporary_postgres_database("podrelay_api") as url:
         yield {"DATABASE_URL": url}
+
+
+def rate_limit(response: httpx.Response) -> dict[str, int]:
+    """The parameters of an answer's `RateLimit-Policy` and `RateLimit` fields: `q` (the
+    limit), `w` (the window), `r` (requests remaining) and `t` (seconds until the reset)."""
+    found: dict[str, int] = {}
+    for name in ("RateLimit-Policy", "RateLimit"):
+        item, *parameters = response.headers[name].split(";")
+        assert item == '"default"', response.headers[name]
+        found |= {key: int(value) for key, value in (p.split("=") for p in parameters)}
+    return found

@@ -28,7 +28,7 @@ from app.api.schemas import (
 )
 from app.api.submission_queue import enqueue_submissions
 from app.api.submissions import check_options, create_batch, create_generation
-from app.api.views import batch_out, job_out, queue_position
+from app.api.views import batch_out, batch_path, job_out, queue_position
 from app.jobs.cancel import JobAlreadyFinished, cancel_job
 from app.jobs.connection import check_connection
 from app.jobs.engine import JobEngine
@@ -110,6 +110,8 @@ async def generate(
     if wait and not view.status.is_terminal:
         view = await _wait_for(engine, view.id, wait, replayed=view.replayed)
     response.headers["Location"] = view.links.status
+    if wait:
+        response.headers["Preference-Applied"] = f"wait={wait}"
     if view.status.is_terminal and wait:
         response.status_code = 200
     return view
@@ -126,6 +128,7 @@ async def generate_batch(
     body: BatchRequest,
     caller: CallerDep,
     engine: EngineDep,
+    response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> BatchOut:
     """One batch, one job per prompt, all submitted to RunPod concurrently."""
@@ -142,6 +145,7 @@ async def generate_batch(
     view = await run_in_threadpool(load)
     if not replayed:
         await run_in_threadpool(enqueue_submissions, [job.id for job in view.jobs])
+    response.headers["Location"] = batch_path(view.id)
     return view
 
 
