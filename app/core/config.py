@@ -208,9 +208,10 @@ class Settings(BaseSettings):
         description="Delivery attempts of a signed webhook (backoff from 10 s doubling, max 1 h).",
     )
     webhook_signing_secret: SecretStr = Field(
-        default=SecretStr("whsec_development_only"),
-        description="Signs webhooks of anonymous callers (keys have their own); set it "
-        "outside development.",
+        # The same key as the older default `whsec_development_only`, in the standard form.
+        default=SecretStr("whsec_d2hzZWNfZGV2ZWxvcG1lbnRfb25seQ=="),
+        description="Signs webhooks of anonymous callers (keys have their own): `whsec_` + "
+        "base64 of random bytes; set it outside development.",
     )
 
     redis_url: str | None = Field(
