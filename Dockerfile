@@ -16,6 +16,10 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
+# The Python SDK, which `podrelay generate|status|cancel` use (its dependencies are above).
+COPY clients/python ./clients/python
+RUN pip install --no-deps ./clients/python && rm -rf ./clients
+
 COPY app ./app
 # Editable: a built wheel would leave out app/migrations (a directory without __init__.py).
 RUN pip install --no-deps -e . \
