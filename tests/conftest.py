@@ -57,6 +57,8 @@ REQUIRED_TEST_MODULES = (
     "tests/security/test_secrets_in_logs.py",
     "tests/chaos/test_chaos.py",
     "tests/chaos/test_report.py",
+    "tests/clients/test_openapi_document.py",
+    "tests/clients/test_python_sdk.py",
 )
 
 FAST_SIMULATOR = SimulatorConfig(

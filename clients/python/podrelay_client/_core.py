@@ -23,9 +23,15 @@ from podrelay_client.models import GenerationOptions, Image, JobEvent
 
 API_PREFIX = "/api/v1/runpod"
 MAX_PREFER_WAIT_S = 60  # the API holds a `Prefer: wait` request at most this long
-DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
-# The event stream sends a keep-alive comment every 15 s.
-STREAM_TIMEOUT = httpx.Timeout(30.0, connect=10.0, read=45.0)
+READ_TIMEOUT_S = 30.0
+STREAM_READ_TIMEOUT_S = 45.0  # the event stream sends a keep-alive comment every 15 s
+
+
+def timeout(read_s: float) -> httpx.Timeout:
+    return httpx.Timeout(30.0, connect=10.0, read=read_s)
+
+
+DEFAULT_TIMEOUT = timeout(READ_TIMEOUT_S)
 USER_AGENT = f"podrelay-client-python/{__version__}"
 SETTLE_POLL_S = 0.5  # between status reads while a finished job's images are being stored
 
@@ -79,8 +85,13 @@ def generate_call(
         return Call("POST", f"{API_PREFIX}/generate", json=body, headers=headers)
     held = min(MAX_PREFER_WAIT_S, math.ceil(wait_seconds(wait) or MAX_PREFER_WAIT_S))
     headers["Prefer"] = f"wait={max(1, held)}"
-    timeout = httpx.Timeout(DEFAULT_TIMEOUT, read=held + (DEFAULT_TIMEOUT.read or 30.0))
-    return Call("POST", f"{API_PREFIX}/generate", json=body, headers=headers, timeout=timeout)
+    return Call(
+        "POST",
+        f"{API_PREFIX}/generate",
+        json=body,
+        headers=headers,
+        timeout=timeout(held + READ_TIMEOUT_S),
+    )
 
 
 def batch_call(prompts: list[str], options: GenerationOptions, idempotency_key: str | None) -> Call:
@@ -117,8 +128,10 @@ def events_call(job_id: str, last_event_id: str | None, deadline: "Deadline | No
     headers = {"Accept": "text/event-stream"}
     if last_event_id is not None:
         headers["Last-Event-ID"] = last_event_id
-    timeout = deadline.stream_timeout() if deadline else STREAM_TIMEOUT
-    return Call("GET", f"{_job_path('jobs', job_id)}/events", headers=headers, timeout=timeout)
+    read_s = deadline.pause(STREAM_READ_TIMEOUT_S) if deadline else STREAM_READ_TIMEOUT_S
+    path = f"{_job_path('jobs', job_id)}/events"
+    # A read ends when the wait does (httpx takes 0 as no time at all, not as no limit).
+    return Call("GET", path, headers=headers, timeout=timeout(max(read_s, 0.001)))
 
 
 def image_call(image: Image | str) -> Call:
@@ -151,12 +164,14 @@ class RetryPolicy:
 
     Network errors, 429, 502, 503, 504 and `idempotency_key_in_use` are retried: submissions
     carry an Idempotency-Key, so every call is safe to send again. The wait is the answer's
-    `Retry-After` when it has one, else an exponential backoff with jitter.
+    `Retry-After` when it has one (up to a minute; a longer one is raised at once), else an
+    exponential backoff with jitter.
     """
 
     max_retries: int = 2
     base_delay_s: float = 0.5
-    max_delay_s: float = 30.0
+    max_delay_s: float = 8.0
+    max_retry_after_s: float = 60.0
 
     def backoff(self, attempt: int) -> float:
         """The wait before retry number `attempt` (1, 2, ...) when the API named none."""
@@ -168,7 +183,10 @@ class RetryPolicy:
         if attempt > self.max_retries or not _retryable(response):
             return None
         named = retry_after_s(response.headers.get("Retry-After"))
-        return min(self.max_delay_s, named) if named is not None else self.backoff(attempt)
+        if named is None:
+            return self.backoff(attempt)
+        # Sooner would be refused again; much later is the caller's call, not a library's.
+        return named if named <= self.max_retry_after_s else None
 
     def after_network_error(self, attempt: int, error: httpx.TransportError) -> float:
         """The wait before retrying after `error`; raises once the retries are spent."""
@@ -266,8 +284,3 @@ class Deadline:
     def pause(self, seconds: float) -> float:
         remaining = self.remaining()
         return seconds if remaining is None else min(seconds, remaining)
-
-    def stream_timeout(self) -> httpx.Timeout:
-        """The event stream's timeout: a read ends when the wait does."""
-        read = STREAM_TIMEOUT.read or 45.0
-        return httpx.Timeout(STREAM_TIMEOUT, read=self.pause(read) or 0.001)
