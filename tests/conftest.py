@@ -59,6 +59,7 @@ REQUIRED_TEST_MODULES = (
     "tests/chaos/test_report.py",
     "tests/clients/test_openapi_document.py",
     "tests/clients/test_python_sdk.py",
+    "tests/clients/test_typescript_sdk.py",
 )
 
 FAST_SIMULATOR = SimulatorConfig(
