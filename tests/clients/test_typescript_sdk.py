@@ -3,10 +3,7 @@ types and built files checked against their sources, and its installation into a
 
 import base64
 import json
-import os
 import re
-import shutil
-import subprocess
 import sys
 import time
 import zipfile
@@ -15,38 +12,16 @@ from pathlib import Path
 import pytest
 
 from app.notify.signing import new_secret, signed_headers
-from tests.clients.conftest import CLIENTS, SdkStack
+from tests.clients.conftest import CLIENTS, TYPESCRIPT, SdkStack, installed_npm, run
 
 pytestmark = pytest.mark.timeout(300)
 
-PACKAGE = CLIENTS / "typescript"
 NODE_TESTS = 8
-
-
-def _run(argv: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        argv,
-        cwd=cwd,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")
 def npm() -> str:
-    """npm, with the package's dependencies installed as package-lock.json pins them."""
-    found = shutil.which("npm")
-    assert found, "npm is needed (.ci/run installs it)"
-    assert shutil.which("node"), "node is needed (.ci/run installs it)"
-    installed = PACKAGE / "node_modules" / ".package-lock.json"
-    lock = PACKAGE / "package-lock.json"
-    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
-        done = _run([found, "ci", "--no-audit", "--no-fund"], PACKAGE)
-        assert done.returncode == 0, done.stderr[-3000:]
-    return found
+    return installed_npm()
 
 
 def signature_cases() -> list[tuple[str, dict[str, str], str, str, bool]]:
@@ -77,9 +52,9 @@ def test_node_tests_pass_against_the_real_stack(
 ) -> None:
     cases = tmp_path / "webhook-cases.json"
     cases.write_text(json.dumps(signature_cases()))
-    done = _run(
+    done = run(
         [npm, "test"],
-        PACKAGE,
+        TYPESCRIPT,
         PODRELAY_API_URL=sdk_stack.url,
         PODRELAY_API_KEY=sdk_stack.key,
         PODRELAY_SIMULATOR_URL=sdk_stack.stack.simulator.url,
@@ -96,8 +71,8 @@ def test_the_package_installs_into_a_new_project(npm: str, tmp_path: Path) -> No
     project = tmp_path / "app"
     project.mkdir()
     (project / "package.json").write_text('{"name": "app", "version": "1.0.0", "type": "module"}')
-    done = _run(
-        [npm, "install", "--no-audit", "--no-fund", "--install-links", str(PACKAGE)], project
+    done = run(
+        [npm, "install", "--no-audit", "--no-fund", "--install-links", str(TYPESCRIPT)], project
     )
     assert done.returncode == 0, done.stderr[-3000:]
     script = (
@@ -106,7 +81,7 @@ def test_the_package_installs_into_a_new_project(npm: str, tmp_path: Path) -> No
         'const client = new Podrelay({ baseUrl: "http://127.0.0.1:1" });'
         "console.log(typeof client.generate, typeof verifyWebhook, typeof isSettled);"
     )
-    used = _run(["node", "--input-type=module", "-e", script], project)
+    used = run(["node", "--input-type=module", "-e", script], project)
     assert used.returncode == 0, used.stderr
     assert used.stdout.split() == ["function", "function", "function"]
     assert not (project / "node_modules" / "@podrelay" / "client" / "node_modules").exists()
@@ -114,7 +89,7 @@ def test_the_package_installs_into_a_new_project(npm: str, tmp_path: Path) -> No
 
 def test_the_python_package_builds_on_its_own(tmp_path: Path) -> None:
     """`pip install ./clients/python` builds a wheel of the SDK alone, typed."""
-    done = _run(
+    done = run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), "."],
         CLIENTS / "python",
     )
