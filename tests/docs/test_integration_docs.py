@@ -62,7 +62,9 @@ def test_typescript_examples_type_check_against_the_package() -> None:
 def test_python_examples_use_what_the_client_has() -> None:
     for code in blocks_after(INTEGRATION.read_text(), "test: python-example"):
         tree = ast.parse(code)
-        imports = [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)]
+        imports: list[ast.stmt] = [
+            node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)
+        ]
         assert imports
         exec(compile(ast.Module(imports, []), "RUNPOD_API_INTEGRATION.md", "exec"), {})
 
