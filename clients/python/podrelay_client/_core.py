@@ -165,7 +165,8 @@ class RetryPolicy:
     Network errors, 429, 502, 503, 504 and `idempotency_key_in_use` are retried: submissions
     carry an Idempotency-Key, so every call is safe to send again. The wait is the answer's
     `Retry-After` when it has one (up to a minute; a longer one is raised at once), else an
-    exponential backoff with jitter.
+    exponential backoff with jitter. Written out rather than taken from a retry library: it is
+    these few lines, and the client's only dependencies stay httpx and pydantic.
     """
 
     max_retries: int = 2
@@ -222,7 +223,9 @@ class EventStream:
 
     `feed` takes the stream's lines one by one and returns each event once complete. The id of
     the last event seen is sent back as `Last-Event-ID` on reconnecting, so no event is missed
-    or repeated. The API ends a stream after the job's final event (or after an hour).
+    or repeated. The API ends a stream after the job's final event (or after an hour). The
+    framing is a few lines of the WHATWG rules; httpx-sse would add a dependency for them and
+    leave the resumption to us all the same.
     """
 
     def __init__(self, last_event_id: str | None) -> None:
