@@ -21,6 +21,9 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 COPY README.md ./
 COPY app ./app
 RUN pip wheel --no-deps --wheel-dir /wheels .
+# The Python SDK, which `podrelay generate|status|cancel` use (its dependencies are above).
+COPY clients/python ./clients/python
+RUN pip wheel --no-deps --wheel-dir /wheels ./clients/python
 
 FROM ${BASE_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \

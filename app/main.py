@@ -4,15 +4,23 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
 from app.accounts.callers import KeyLookup
-from app.accounts.ratelimit import rate_limiter_from_settings
+from app.accounts.ratelimit import HEADER_NAMES, rate_limiter_from_settings
 from app.api import examples, ops, webhooks
 from app.api.deps import enforce_rate_limit
 from app.api.endpoints import media, runpod_endpoints
 from app.api.errors import install_error_handlers, problem_responses
-from app.api.openapi_docs import json_example, keep_example_nulls
+from app.api.openapi_docs import (
+    TAGS,
+    add_components,
+    json_example,
+    keep_example_nulls,
+    operation_id,
+)
+from app.api.schemas import JobEventOut
 from app.core.config import settings_or_exit
 from app.core.logging import configure_logging, redact_access_logs
 from app.core.migrate import upgrade_database
@@ -21,6 +29,17 @@ from app.jobs.intake import Intake
 from app.jobs.webhooks import WebhookReceiver
 from app.playground import router as playground
 from app.services.runpod_client import close_client
+
+# What a browser page may send, and read back, across origins.
+CORS_REQUEST_HEADERS = (
+    "Authorization",
+    "X-API-Key",
+    "Content-Type",
+    "Idempotency-Key",
+    "Prefer",
+    "Last-Event-ID",
+)
+CORS_RESPONSE_HEADERS = ("Location", "Preference-Applied", "Retry-After", *HEADER_NAMES)
 
 
 @asynccontextmanager
@@ -49,9 +68,12 @@ def create_app() -> FastAPI:
         version=__version__,
         summary="A job gateway that relays text-to-image generation to RunPod Serverless.",
         lifespan=lifespan,
+        openapi_tags=TAGS,
+        generate_unique_id_function=operation_id,
     )
 
     install_error_handlers(application)
+    add_components(application, JobEventOut)
     keep_example_nulls(application)
     application.include_router(
         runpod_endpoints.router,
@@ -65,6 +87,15 @@ def create_app() -> FastAPI:
     application.include_router(webhooks.router)
     application.include_router(playground.router)
     ops.install_operations(application, settings)  # /readyz, /metrics, body limits
+    if settings.cors_origin_list:  # outermost, so every answer carries it
+        application.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=list(CORS_REQUEST_HEADERS),
+            expose_headers=list(CORS_RESPONSE_HEADERS),
+            max_age=600,
+        )
 
     @application.get(
         "/healthz",

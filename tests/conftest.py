@@ -61,6 +61,9 @@ REQUIRED_TEST_MODULES = (
     "tests/media/test_store.py",
     "tests/media/test_multihost.py",
     "tests/media/test_worker_bucket.py",
+    "tests/clients/test_openapi_document.py",
+    "tests/clients/test_python_sdk.py",
+    "tests/clients/test_typescript_sdk.py",
 )
 
 

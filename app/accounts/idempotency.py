@@ -1,5 +1,6 @@
 """`Idempotency-Key`: the same key and body give back the same resource; the same key with
-another body is a conflict. Records live at least 24 hours."""
+another body is refused (422, as the IETF Idempotency-Key draft says). Records live at least
+24 hours."""
 
 import hashlib
 import json

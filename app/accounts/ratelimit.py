@@ -34,6 +34,8 @@ from app.core.errors import RateLimited
 
 WINDOW_S = 60
 REDIS_PREFIX = "podrelay:ratelimit:"
+POLICY = "default"
+HEADER_NAMES = ("RateLimit", "RateLimit-Policy")
 _REDIS_TIMEOUT_S = 1.0
 _WARN_EVERY_S = 60.0
 
@@ -67,11 +69,10 @@ class Hit:
         return max(0, self.limit - self.count)
 
     def headers(self) -> dict[str, str]:
+        """The draft's structured fields (draft-ietf-httpapi-ratelimit-headers)."""
         return {
-            "RateLimit-Limit": str(self.limit),
-            "RateLimit-Remaining": str(self.remaining),
-            "RateLimit-Reset": str(self.reset_s),
-            "RateLimit-Policy": f"{self.limit};w={WINDOW_S}",
+            "RateLimit": f'"{POLICY}";r={self.remaining};t={self.reset_s}',
+            "RateLimit-Policy": f'"{POLICY}";q={self.limit};w={WINDOW_S}',
         }
 
 

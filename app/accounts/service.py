@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from app.accounts.models import ApiKey
 from app.core.db import utcnow
+from app.notify.signing import new_secret
 
 KEY_PREFIX = "prk_"
 
@@ -25,7 +26,7 @@ def create_key(session: Session, *, name: str, is_admin: bool = False) -> tuple[
         prefix=plaintext[: len(KEY_PREFIX) + 6],
         key_hash=hash_key(plaintext),
         is_admin=is_admin,
-        webhook_secret="whsec_" + secrets.token_urlsafe(32),
+        webhook_secret=new_secret(),
         created_at=utcnow(),
     )
     session.add(key)

@@ -3,7 +3,8 @@
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.accounts.callers import Caller, KeyLookup, anonymous_caller
@@ -44,6 +45,23 @@ def presented_key(authorization: str | None, x_api_key: str | None) -> str | Non
     return None
 
 
+class AuthorizationHeader(HTTPBearer):
+    """`Authorization: Bearer` as an OpenAPI security scheme (Swagger's Authorize button, and
+    auth in generated clients). It hands over the raw header: `presented_key` refuses other
+    schemes with a clear 401, where HTTPBearer would ignore them."""
+
+    async def __call__(self, request: Request) -> str | None:  # type: ignore[override]
+        return request.headers.get("Authorization")
+
+
+BEARER = AuthorizationHeader(
+    auto_error=False, scheme_name="BearerAuth", description="`Authorization: Bearer <API key>`"
+)
+API_KEY_HEADER = APIKeyHeader(
+    name="X-API-Key", auto_error=False, scheme_name="ApiKeyAuth", description="The API key."
+)
+
+
 async def get_intake(request: Request) -> Intake:
     intake: Intake = request.app.state.intake
     return intake
@@ -54,8 +72,8 @@ IntakeDep = Annotated[Intake, Depends(get_intake)]
 
 async def get_current_user_optional(
     request: Request,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+    authorization: Annotated[str | None, Depends(BEARER)],
+    x_api_key: Annotated[str | None, Depends(API_KEY_HEADER)],
 ) -> Caller | None:
     """The caller of a presented API key; None when no key was presented (the seed's name)."""
     plaintext = presented_key(authorization, x_api_key)

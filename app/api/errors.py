@@ -19,10 +19,10 @@ from sqlalchemy import exc as sql_errors
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api import examples
+from app.api.openapi_docs import add_components, schema_ref
 from app.core.errors import PodrelayError
 
 PROBLEM_JSON = "application/problem+json"
-_PROBLEM_REF = "#/components/schemas/Problem"
 
 
 class Problem(BaseModel):
@@ -79,7 +79,7 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     FastAPI would document a `model` under `application/json`, so the schema is a reference to
     the `Problem` component that `install_error_handlers` adds to the OpenAPI document.
     """
-    return {code: {"content": {PROBLEM_JSON: {"schema": {"$ref": _PROBLEM_REF}}}} for code in codes}
+    return {code: {"content": {PROBLEM_JSON: {"schema": schema_ref(Problem)}}} for code in codes}
 
 
 def problem_response(
@@ -188,7 +188,7 @@ def _unavailable_handler(
 
 
 def install_error_handlers(application: FastAPI) -> None:
-    _document_problems(application)
+    add_components(application, Problem)
     for dependency in UNAVAILABLE:
         handler = _unavailable_handler(dependency)
         for error_type in dependency.errors:
@@ -223,18 +223,3 @@ def install_error_handlers(application: FastAPI) -> None:
     @application.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         return _internal_error(request, error)
-
-
-def _document_problems(application: FastAPI) -> None:
-    """Add the `Problem` component that `problem_responses` refers to to the OpenAPI document."""
-    build = application.openapi
-
-    def openapi() -> dict[str, Any]:
-        fresh = application.openapi_schema is None
-        document = build()  # FastAPI caches it on the application
-        if fresh:
-            schemas = document.setdefault("components", {}).setdefault("schemas", {})
-            schemas["Problem"] = Problem.model_json_schema(mode="serialization")
-        return document
-
-    application.openapi = openapi  # type: ignore[method-assign]

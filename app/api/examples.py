@@ -347,23 +347,23 @@ RUNPOD_WEBHOOK: Json = {
 # (`id`, `event` = its kind, `data` = the event as JSON), a comment as heartbeat in quiet spells.
 EVENT_STREAM = """retry: 2000
 
-id: 1
 event: created
-data: {"id": 1, "kind": "created", "status": "pending", "message": null, "at": "2026-03-14T09:26:53.131870+00:00"}
+data: {"id":1,"kind":"created","status":"pending","message":null,"at":"2026-03-14T09:26:53.131870Z","images":null}
+id: 1
 
+event: status
+data: {"id":2,"kind":"status","status":"queued","message":null,"at":"2026-03-14T09:26:53.404455Z","images":null}
 id: 2
-event: status
-data: {"id": 2, "kind": "status", "status": "queued", "message": null, "at": "2026-03-14T09:26:53.404455+00:00"}
 
+event: status
+data: {"id":3,"kind":"status","status":"running","message":null,"at":"2026-03-14T09:26:55.718090Z","images":null}
 id: 3
+
+: ping
+
 event: status
-data: {"id": 3, "kind": "status", "status": "running", "message": null, "at": "2026-03-14T09:26:55.718090+00:00"}
-
-: keep-alive
-
+data: {"id":4,"kind":"status","status":"completed","message":null,"at":"2026-03-14T09:27:02.942731Z","images":[{"id":"img_5b2e9c7a1f3d8e604a2c9b1e","url":"/api/v1/runpod/images/img_5b2e9c7a1f3d8e604a2c9b1e","signed_url":"/api/v1/runpod/media/img_5b2e9c7a1f3d8e604a2c9b1e?expires=1773484080&sig=0Jx3vQ9bW1kTt2yS8mFzq4LrPd7aHcN5eUoG6iVbXkE","signed_url_expires_at":"2026-03-14T10:28:00Z","state":"stored"}]}
 id: 4
-event: status
-data: {"id": 4, "kind": "status", "status": "completed", "message": null, "at": "2026-03-14T09:27:02.942731+00:00"}
 
 """  # noqa: E501 - one frame per line, as sent
 

@@ -1,4 +1,8 @@
-"""Examples in the OpenAPI document, shown as written (nulls included).
+"""The OpenAPI document: operation ids, tags, and examples shown as written (nulls included).
+
+Generated clients (clients/typescript, and whoever generates their own) name their methods
+after the operation ids, so each is the route function's name (`generate`, `list_jobs`), not
+FastAPI's default of name, path and method.
 
 FastAPI encodes the document with `exclude_none`, which also drops every null inside an
 example: a job example would lose `batch_id`, `error` and the other fields that are required
@@ -13,6 +17,47 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel
 
 _JSON = "application/json"
+
+TAGS = [
+    {"name": "jobs", "description": "Start, follow, cancel and list generations."},
+    {"name": "batches", "description": "Up to 10 generations under one batch."},
+    {"name": "account", "description": "The caller's usage."},
+    {"name": "admin", "description": "Admin API keys only: RunPod's connection and queues."},
+    {"name": "webhooks", "description": "Receivers of RunPod's webhooks."},
+    {"name": "operations", "description": "Probes and metrics."},
+]
+
+
+def schema_ref(model: type[BaseModel]) -> dict[str, str]:
+    """A reference to `model`'s component (which `add_components` adds to the document)."""
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def add_components(application: FastAPI, *models: type[BaseModel]) -> None:
+    """Add `models` to the document's components: answers FastAPI does not see as models, such
+    as problem details and the events of a stream, refer to them with `schema_ref`."""
+    build = application.openapi
+
+    def openapi() -> dict[str, Any]:
+        fresh = application.openapi_schema is None
+        document = build()  # FastAPI caches it on the application
+        if fresh:
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for model in models:
+                schema = model.model_json_schema(
+                    mode="serialization", ref_template="#/components/schemas/{model}"
+                )
+                for name, nested in schema.pop("$defs", {}).items():
+                    schemas.setdefault(name, nested)
+                schemas[model.__name__] = schema
+        return document
+
+    application.openapi = openapi  # type: ignore[method-assign]
+
+
+def operation_id(route: APIRoute) -> str:
+    """The route function's name; FastAPI warns when two operations share one."""
+    return route.name
 
 
 def json_example(value: Any, description: str | None = None) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Rate limits over HTTP: each `/api/v1` request is counted against its caller's budget
-(`app.accounts.ratelimit`), and every answer to it carries the IETF draft headers
-`RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds) and `RateLimit-Policy`;
-a small ASGI middleware adds them, so error answers, files and event streams get them too.
+(`app.accounts.ratelimit`), and every answer to it carries the IETF draft's structured-field
+headers (draft-ietf-httpapi-ratelimit-headers): `RateLimit-Policy: "default";q=<limit>;w=60`
+and `RateLimit: "default";r=<remaining>;t=<seconds to reset>`; a small ASGI middleware adds
+them, so error answers, files and event streams get them too.
 
 A caller is its API key (its owner id), or for anonymous requests `anonymous:<client IP>`.
 Behind a reverse proxy, run uvicorn with `--proxy-headers --forwarded-allow-ips=<proxy>` so

@@ -162,6 +162,30 @@ class BatchOut(BaseModel):
     replayed: bool = False
 
 
+class EventImageOut(BaseModel):
+    """An image as a job's `completed` event shows it: its URLs work at once (a signed URL of
+    an image still downloading redirects to the worker's copy)."""
+
+    id: str
+    url: str
+    signed_url: str
+    signed_url_expires_at: datetime
+    state: Literal["pending", "stored", "failed", "deleted"]
+
+
+class JobEventOut(BaseModel):
+    """One event of `GET /jobs/{id}/events` (the `data` of its SSE frame)."""
+
+    id: int = Field(description="Grows with each event; send the last one as `Last-Event-ID`.")
+    kind: str = Field(description="`created`, `status`, and other steps of the job's timeline.")
+    status: JobStatus | None = Field(description="The job's status after the event.")
+    message: str | None
+    at: datetime
+    images: list[EventImageOut] | None = Field(
+        default=None, description="The job's images, on the event that completes it."
+    )
+
+
 class JobPage(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [examples.JOB_PAGE]})
 

@@ -194,6 +194,10 @@ def job_link_paths(job_id: str) -> dict[str, str]:
     }
 
 
+def batch_path(batch_id: str) -> str:
+    return f"{API_PREFIX}/batches/{batch_id}"
+
+
 def batch_out(batch: Batch, *, price_per_second: float, replayed: bool = False) -> BatchOut:
     jobs = [job_out(job, price_per_second=price_per_second) for job in batch.jobs]
     counts = Counter(job.status.value for job in jobs)

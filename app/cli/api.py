@@ -1,18 +1,16 @@
-"""A small HTTP client for the commands that talk to a running Podrelay API.
+"""The Python SDK's client for the commands that talk to a running Podrelay API.
 
-Every failure becomes an `ApiError` whose message is one line: unreachable API, bad URL,
-or the API's problem `detail` for a 4xx/5xx answer.
+Every failure becomes a `CliError` whose message is one line: unreachable API, bad URL, or
+the API's problem `detail` for a 4xx/5xx answer.
 """
 
-from types import TracebackType
-from typing import Any
-
-import httpx
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from app.cli.errors import CliError
+from podrelay_client import ApiConnectionError, ApiError, InvalidApiUrl, Podrelay
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
-API_PREFIX = "/api/v1/runpod"
 _HINTS = {
     401: "unauthorized: {detail} (pass --api-key or set PODRELAY_API_KEY)",
     403: "forbidden: {detail}",
@@ -23,74 +21,34 @@ _HINTS = {
 }
 
 
-class ApiError(CliError):
-    """A failed API call; `status` is the HTTP status, None when no answer came."""
+class ApiFailure(CliError):
+    """A failed API call; `error` is the SDK's."""
 
-    def __init__(self, message: str, *, status: int | None = None, detail: str = "") -> None:
+    def __init__(self, message: str, error: ApiError) -> None:
         super().__init__(message)
-        self.status = status
-        self.detail = detail
+        self.error = error
 
 
-class PodrelayApi:
-    """`with PodrelayApi(url, key) as api: api.call("GET", "/status/job_...")`."""
-
-    def __init__(self, base_url: str, api_key: str | None, *, timeout: float = 30.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        try:
-            # Images may redirect (to S3, or to the worker's copy while pending); httpx drops
-            # the key on a redirect to another host.
-            self._http = httpx.Client(
-                base_url=self.base_url, headers=headers, timeout=timeout, follow_redirects=True
-            )
-        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as error:
-            raise ApiError(f"invalid API URL {base_url!r}: {error}") from None
-
-    def __enter__(self) -> "PodrelayApi":
-        return self
-
-    def __exit__(
-        self,
-        _type: type[BaseException] | None,
-        _value: BaseException | None,
-        _traceback: TracebackType | None,
-    ) -> None:
-        self._http.close()
-
-    def absolute(self, path: str) -> str:
-        """The full URL of a path the API returned (links and image URLs are relative)."""
-        return path if "://" in path else f"{self.base_url}{path}"
-
-    def call(self, method: str, path: str, *, json: Any = None) -> Any:
-        """The JSON body of a successful answer to `{API_PREFIX}{path}`."""
-        return self.fetch(method, f"{API_PREFIX}{path}", json=json).json()
-
-    def fetch(self, method: str, path: str, *, json: Any = None) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, json=json)
-        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as error:
-            raise ApiError(f"invalid API URL {self.base_url!r}: {error}") from None
-        except httpx.TransportError as error:
-            reason = " ".join(str(error).split()) or type(error).__name__
-            raise ApiError(
-                f"cannot reach the Podrelay API at {self.base_url} ({reason}); "
-                "is it running (`podrelay dev`)? Or pass --api-url / PODRELAY_API_URL"
-            ) from None
-        if response.is_success:
-            return response
-        detail = _detail(response)
-        template = _HINTS.get(response.status_code, "the API answered {status}: {detail}")
-        message = template.format(status=response.status_code, detail=detail)
-        raise ApiError(message, status=response.status_code, detail=detail)
-
-
-def _detail(response: httpx.Response) -> str:
+@contextmanager
+def podrelay_api(api_url: str, api_key: str | None) -> Iterator[Podrelay]:
+    """`with podrelay_api(url, key) as api: api.status("job_...")`; SDK errors become one line."""
     try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and body.get("detail"):
-        return " ".join(str(body["detail"]).split())
-    text = " ".join(response.text.split())[:200]
-    return text or response.reason_phrase or "no details"
+        with Podrelay(api_url, api_key) as api:
+            yield api
+    except InvalidApiUrl as error:
+        raise CliError(f"invalid API URL {api_url!r}: {error}") from None
+    except ApiConnectionError as error:
+        raise CliError(
+            f"cannot reach the Podrelay API at {api_url.rstrip('/')} ({error.reason}); "
+            "is it running (`podrelay dev`)? Or pass --api-url / PODRELAY_API_URL"
+        ) from None
+    except ApiError as error:
+        detail = " ".join(error.detail.split())
+        template = _HINTS.get(error.status, "the API answered {status}: {detail}")
+        message = template.format(status=error.status, detail=detail)
+        raise ApiFailure(message, error) from None
+
+
+def absolute(api: Podrelay, path: str) -> str:
+    """The full URL of a path the API returned (links and image URLs are relative)."""
+    return path if "://" in path else f"{api.base_url}{path}"

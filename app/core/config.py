@@ -223,6 +223,11 @@ class Settings(BaseSettings):
         le=600,
         description="Seconds a client may take to send a body (slower gets 408).",
     )
+    cors_origins: str = Field(
+        default="",
+        description="Comma-separated origins whose web pages may call the API (CORS), e.g. "
+        "`https://app.example.com`; `*` for any; unset: none.",
+    )
     gpu_price_per_second: float = Field(
         default=0.00044, ge=0, description="USD per GPU second, for the cost estimates."
     )
@@ -233,9 +238,10 @@ class Settings(BaseSettings):
         description="Delivery attempts of a signed webhook (backoff from 10 s doubling, max 1 h).",
     )
     webhook_signing_secret: SecretStr = Field(
-        default=SecretStr("whsec_development_only"),
-        description="Signs webhooks of anonymous callers (keys have their own); set it "
-        "outside development.",
+        # The same key as the older default `whsec_development_only`, in the standard form.
+        default=SecretStr("whsec_d2hzZWNfZGV2ZWxvcG1lbnRfb25seQ=="),
+        description="Signs webhooks of anonymous callers (keys have their own): `whsec_` + "
+        "base64 of random bytes; set it outside development.",
     )
 
     redis_url: str | None = Field(
@@ -303,6 +309,10 @@ class Settings(BaseSettings):
     def webhook_base_url(self) -> str | None:
         """Where RunPod sends job webhooks; None means completion is learned by polling."""
         return self.public_base_url.rstrip("/") if self.public_base_url else None
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
     @property
     def anonymous_allowed(self) -> bool:

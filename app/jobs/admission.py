@@ -3,8 +3,8 @@
 A `JobRequest` asks for one job, or a batch of one job per prompt, for a caller. It is
 accepted whole or refused with one error (`app.core.errors`):
 - the caller's API key is still live: a key revoked a moment ago records nothing;
-- an `Idempotency-Key` seen before gives back what it made then (a replay), or a conflict
-  when it came with another request;
+- an `Idempotency-Key` seen before gives back what it made then (a replay), or 422 when it
+  came with another request (as the IETF draft says);
 - the caller may ask for the request's priority;
 - the caller's cap on unfinished jobs holds;
 - the route's queue can start the jobs before their deadline (`app.scheduler.queue`).
@@ -27,7 +27,13 @@ from app.accounts.idempotency import Fingerprinted, earlier_requests, remember_a
 from app.accounts.service import live_key_ids
 from app.core.config import Settings
 from app.core.db import database_now
-from app.core.errors import Conflict, Forbidden, PodrelayError, RateLimited, invalid_api_key
+from app.core.errors import (
+    Forbidden,
+    PodrelayError,
+    RateLimited,
+    Unprocessable,
+    invalid_api_key,
+)
 from app.jobs import service
 from app.jobs.models import Job
 from app.jobs.options import GenerationOptions, params_json
@@ -149,7 +155,7 @@ def _replay(request: JobRequest, seen: "Fingerprinted | _Decision") -> _Decision
     if fingerprint != request.idempotency.fingerprint:
         return _Decision(
             request,
-            Conflict(
+            Unprocessable(
                 "this Idempotency-Key was used with a different request",
                 code="idempotency_key_reused",
             ),

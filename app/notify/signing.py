@@ -1,4 +1,4 @@
-"""Signatures on Podrelay's webhooks, in the style of Standard Webhooks.
+"""Signatures on Podrelay's webhooks: Standard Webhooks, signed by the `standardwebhooks` package.
 
 Every delivery carries three headers:
 
@@ -8,58 +8,57 @@ Every delivery carries three headers:
     webhook-signature:  `v1,<signature>`; receivers accept the request if any space-separated
                         `v1,` entry matches
 
-The signature, exactly:
+The signature is base64 (standard, padded) of HMAC-SHA256(key, f"{webhook_id}.{timestamp}." +
+the raw body bytes). A secret is `whsec_` + base64 of 32 random bytes, and the key is those
+bytes, as the specification says: the `standardwebhooks` (or svix) verifiers take the secret
+as it is shown.
 
-    key            = UTF-8 bytes of the whole secret string, as shown when the API key was
-                     made, `whsec_` prefix included; it is never base64-decoded
-    signed_content = UTF-8 bytes of f"{webhook_id}.{webhook_timestamp}." followed by the raw
-                     request body bytes, exactly as received (do not re-serialise the JSON)
-    signature      = base64 (standard alphabet, with padding) of HMAC-SHA256(key, signed_content)
-
-Receivers should compare in constant time and refuse timestamps more than five minutes from
-their own clock. In Python:
-
-    expected = base64.b64encode(
-        hmac.new(secret.encode(), f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()
-    ).decode()
-
-and in Node: `createHmac("sha256", secret).update(`${id}.${ts}.`).update(body).digest("base64")`.
-
-This differs from the Standard Webhooks reference libraries in one point: they base64-decode
-the part of the secret after `whsec_`. To verify with one of them, give it
-`"whsec_" + base64(UTF-8 bytes of the Podrelay secret)`, which decodes to the same key.
+Secrets made before (`whsec_` + 43 URL-safe characters, as older `podrelay keys create` printed
+them) keep the key they had, the UTF-8 bytes of the whole string, so receivers that hold them
+keep verifying. Such a secret is never valid padded base64 after the prefix (43 characters),
+which is how it is told apart. A stock verifier takes it as `standard_secret(secret)`:
+`"whsec_" + base64(UTF-8 bytes of the old secret)`, which decodes to the same key.
 """
 
 import base64
-import hashlib
-import hmac
-import time
-from collections.abc import Mapping
+import binascii
+import secrets
+from datetime import UTC, datetime
 
-SIGNATURE_VERSION = "v1"
-DEFAULT_TOLERANCE_S = 300
+from standardwebhooks.webhooks import Webhook
 
-
-class WebhookVerificationError(ValueError):
-    """The request is not signed with the secret, or is too old (or too new) to accept."""
+PREFIX = "whsec_"
+_KEY_BYTES = 32
 
 
-def _key(secret: str) -> bytes:
+def new_secret() -> str:
+    """A fresh webhook secret in the standard form."""
+    return PREFIX + base64.b64encode(secrets.token_bytes(_KEY_BYTES)).decode("ascii")
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of a secret: the base64 after `whsec_`, or for an older secret (not
+    valid base64 there) the UTF-8 bytes of the whole string."""
     if not secret:
         raise ValueError("the webhook secret is empty")
+    if secret.startswith(PREFIX):
+        try:
+            key = base64.b64decode(secret.removeprefix(PREFIX), validate=True)
+        except binascii.Error:
+            key = b""
+        if key:
+            return key
     return secret.encode("utf-8")
 
 
-def signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    """The bare base64 signature (without the `v1,` prefix)."""
-    signed_content = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(_key(secret), signed_content, hashlib.sha256).digest()
-    return base64.b64encode(digest).decode("ascii")
+def standard_secret(secret: str) -> str:
+    """The secret in the standard form (itself for a secret made in that form)."""
+    return PREFIX + base64.b64encode(signing_key(secret)).decode("ascii")
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """The `webhook-signature` header value for this delivery attempt."""
-    return f"{SIGNATURE_VERSION},{signature(secret, msg_id, timestamp, body)}"
+    return Webhook(signing_key(secret)).sign(msg_id, datetime.fromtimestamp(timestamp, UTC), body)
 
 
 def signed_headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
@@ -68,37 +67,3 @@ def signed_headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> dic
         "webhook-timestamp": str(timestamp),
         "webhook-signature": sign(secret, msg_id, timestamp, body),
     }
-
-
-def verify(
-    secret: str,
-    headers: Mapping[str, str],
-    body: bytes,
-    tolerance_s: float = DEFAULT_TOLERANCE_S,
-    *,
-    now: float | None = None,
-) -> None:
-    """Raise `WebhookVerificationError` unless `headers` sign `body` with `secret` and the
-    timestamp is within `tolerance_s` of `now` (default: the current time)."""
-    lowered = {name.lower(): value for name, value in headers.items()}
-    msg_id = lowered.get("webhook-id")
-    raw_timestamp = lowered.get("webhook-timestamp")
-    header = lowered.get("webhook-signature")
-    if not msg_id or not raw_timestamp or not header:
-        raise WebhookVerificationError("missing webhook-id, webhook-timestamp or signature")
-    try:
-        timestamp = int(raw_timestamp)
-    except ValueError:
-        raise WebhookVerificationError("the webhook-timestamp is not an integer") from None
-    current = time.time() if now is None else now
-    if abs(current - timestamp) > tolerance_s:
-        raise WebhookVerificationError("the webhook-timestamp is outside the tolerance")
-    expected = signature(secret, msg_id, timestamp, body).encode("ascii")
-    matched = False
-    for entry in header.split():
-        version, _, candidate = entry.partition(",")
-        if version == SIGNATURE_VERSION:
-            # Keep comparing after a match, so the time taken says nothing about the entries.
-            matched |= hmac.compare_digest(candidate.encode("utf-8"), expected)
-    if not matched:
-        raise WebhookVerificationError("no signature matches")

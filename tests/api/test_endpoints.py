@@ -79,6 +79,7 @@ async def test_batch_of_ten_and_eleven(api: RunningApi) -> None:
     batch = response.json()
     assert [job["prompt"] for job in batch["jobs"]] == prompts
     assert batch["counts"] == {"pending": 10}
+    assert response.headers["Location"] == f"{API}/batches/{batch['id']}"
     eleven = await api.client.post(f"{API}/generate/batch", json={"prompts": [*prompts, "x"]})
     assert eleven.status_code == 422
     for job in batch["jobs"]:
@@ -136,7 +137,8 @@ async def test_idempotent_replay_and_conflict(api: RunningApi) -> None:
     assert first.json()["id"] == again.json()["id"]
     assert (first.json()["replayed"], again.json()["replayed"]) == (False, True)
     other = await api.client.post(f"{API}/generate", json={**body, "seed": 1}, headers=headers)
-    assert (other.status_code, other.json()["code"]) == (409, "idempotency_key_reused")
+    # The IETF Idempotency-Key draft: the same key with another body is 422.
+    assert (other.status_code, other.json()["code"]) == (422, "idempotency_key_reused")
     jobs = (await api.client.get(f"{API}/jobs")).json()["items"]
     assert len(jobs) == 1
 
@@ -244,6 +246,7 @@ async def test_prefer_wait_answers_200_with_the_result(
     )
     driver.cancel()
     assert response.status_code == 200
+    assert response.headers["Preference-Applied"] == "wait=20"
     assert response.json()["status"] == "completed"
 
 

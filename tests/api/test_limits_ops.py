@@ -15,7 +15,7 @@ from app.accounts.service import create_key
 from app.celery_app import broker_config
 from app.simulator.server import SimulatorServer
 from tests.factories import add_job
-from tests.stack.http_api import API, PROBLEM_JSON, bearer, new_key
+from tests.stack.http_api import API, PROBLEM_JSON, bearer, new_key, rate_limit
 from tests.stack.inprocess_api import ApiFactory, RunningApi
 from tests.stack.waiting import free_port
 
@@ -137,10 +137,10 @@ async def test_over_the_budget_is_429_with_retry_after_and_ratelimit_headers(
         for _ in range(3):
             response = await api.client.get(f"{API}/jobs")
             assert response.status_code == 200
-            assert response.headers["RateLimit-Limit"] == "3"
-            assert 1 <= int(response.headers["RateLimit-Reset"]) <= 60
-            remaining.append(response.headers["RateLimit-Remaining"])
-        assert remaining == ["2", "1", "0"]
+            assert rate_limit(response)["q"] == 3
+            assert 1 <= rate_limit(response)["t"] <= 60
+            remaining.append(rate_limit(response)["r"])
+        assert remaining == [2, 1, 0]
 
         refused = await api.client.get(f"{API}/jobs")
         assert refused.status_code == 429
@@ -150,19 +150,17 @@ async def test_over_the_budget_is_429_with_retry_after_and_ratelimit_headers(
         assert body["retryable"] is True
         assert 1 <= body["retry_after"] <= 60
         assert refused.headers["Retry-After"] == str(int(body["retry_after"]))
-        assert refused.headers["RateLimit-Limit"] == "3"
-        assert refused.headers["RateLimit-Remaining"] == "0"
-        assert refused.headers["RateLimit-Reset"] == refused.headers["Retry-After"]
-        assert refused.headers["RateLimit-Policy"] == "3;w=60"
+        assert refused.headers["RateLimit-Policy"] == '"default";q=3;w=60'
+        assert refused.headers["RateLimit"] == f'"default";r=0;t={refused.headers["Retry-After"]}'
 
         # Health, readiness, metrics and RunPod's webhooks are not limited.
         for path in ("/healthz", "/metrics"):
             response = await api.client.get(path)
             assert response.status_code == 200, path
-            assert "RateLimit-Limit" not in response.headers
+            assert "RateLimit" not in response.headers
         webhook = await api.client.post(f"/webhooks/runpod/{TOKEN}", json={"id": "x"})
         assert webhook.status_code == 404
-        assert "RateLimit-Limit" not in webhook.headers
+        assert "RateLimit" not in webhook.headers
 
 
 async def test_each_api_key_has_its_own_budget(api_factory: ApiFactory) -> None:
@@ -175,16 +173,16 @@ async def test_each_api_key_has_its_own_budget(api_factory: ApiFactory) -> None:
 
         other = await api.client.get(f"{API}/jobs", headers=bearer(second))
         assert other.status_code == 200
-        assert other.headers["RateLimit-Remaining"] == "1"
+        assert rate_limit(other)["r"] == 1
 
         # A key's own `requests_per_minute` replaces the default.
         own = await api.client.get(f"{API}/jobs", headers=bearer(roomy))
-        assert own.headers["RateLimit-Limit"] == "5"
+        assert rate_limit(own)["q"] == 5
 
         # Error answers and every route under /api/v1 count and carry the headers.
         missing = await api.client.get(f"{API}/status/job_unknown", headers=bearer(second))
         assert missing.status_code == 404
-        assert missing.headers["RateLimit-Remaining"] == "0"
+        assert rate_limit(missing)["r"] == 0
         # A request without a key is refused before it reaches any budget.
         assert (await api.client.get(f"{API}/jobs")).status_code == 401
 
@@ -222,10 +220,10 @@ async def test_with_redis_the_budget_is_shared_by_api_processes(
         assert (await two.client.get(f"{API}/jobs", headers=bearer(plaintext))).status_code == 200
         third = await one.client.get(f"{API}/jobs", headers=bearer(plaintext))
         assert third.status_code == 200
-        assert third.headers["RateLimit-Remaining"] == "0"
+        assert rate_limit(third)["r"] == 0
         refused = await two.client.get(f"{API}/jobs", headers=bearer(plaintext))
         assert refused.status_code == 429
-        assert refused.headers["Retry-After"] == refused.headers["RateLimit-Reset"]
+        assert int(refused.headers["Retry-After"]) == rate_limit(refused)["t"]
 
         with one.engine.db.session() as session:
             (key_id,) = [key.id for key in session.query(ApiKey).all()]
@@ -267,7 +265,7 @@ async def test_without_redis_answering_the_limits_fall_back_to_memory(
     ) as api:
         first = await api.client.get(f"{API}/jobs")
         assert first.status_code == 200
-        assert first.headers["RateLimit-Remaining"] == "0"
+        assert rate_limit(first)["r"] == 0
         assert (await api.client.get(f"{API}/jobs")).status_code == 429
 
 
@@ -392,3 +390,45 @@ async def test_metrics_expose_requests_jobs_runpod_and_webhooks_without_secrets(
 
         for secret in (plaintext, TOKEN, job_id, admin.id, "test-key"):
             assert secret not in text
+
+
+async def test_cors_origins_let_those_pages_call_the_api_and_no_other(
+    api_factory: ApiFactory,
+) -> None:
+    page = {"Origin": "https://app.example"}
+    async with api_factory(ENVIRONMENT="production", CORS_ORIGINS="https://app.example") as api:
+        preflight = await api.client.options(
+            f"{API}/generate",
+            headers={
+                **page,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, idempotency-key, content-type",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+        allowed = preflight.headers["access-control-allow-headers"].lower()
+        assert {"authorization", "idempotency-key", "prefer", "last-event-id"} <= set(
+            allowed.replace(" ", "").split(",")
+        )
+        # A keyed submission and an error answer carry it too.
+        submitted = await api.client.post(
+            f"{API}/generate",
+            json={"prompt": "p"},
+            headers={**page, **bearer(new_key(api, "w")[1])},
+        )
+        assert submitted.status_code == 202
+        assert submitted.headers["access-control-allow-origin"] == "https://app.example"
+        exposed = submitted.headers["access-control-expose-headers"].lower()
+        assert {"location", "ratelimit", "ratelimit-policy", "retry-after"} <= set(
+            exposed.replace(" ", "").split(",")
+        )
+        refused = await api.client.get(f"{API}/jobs", headers=page)
+        assert refused.status_code == 401
+        assert refused.headers["access-control-allow-origin"] == "https://app.example"
+        other = await api.client.get(f"{API}/jobs", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+    async with api_factory(ENVIRONMENT="production", CORS_ORIGINS="") as api:  # the default
+        answer = await api.client.get(f"{API}/jobs", headers=page)
+        assert answer.status_code == 401
+        assert "access-control-allow-origin" not in answer.headers

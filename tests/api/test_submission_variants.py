@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from app.accounts.service import revoke_key
 from app.jobs.models import Job, JobEvent
-from tests.stack.http_api import API, key_headers
+from tests.stack.http_api import API, key_headers, rate_limit
 from tests.stack.inprocess_api import ApiFactory, RunningApi
 
 GENERATE = f"{API}/generate"
@@ -47,7 +47,7 @@ def _assert_accepted(answer: httpx.Response) -> dict[str, Any]:
     assert answer.headers["content-type"] == "application/json"
     job: dict[str, Any] = answer.json()
     assert answer.headers["location"] == job["links"]["status"]
-    assert int(answer.headers["ratelimit-limit"]) == 3
+    assert rate_limit(answer)["q"] == 3
     assert (job["status"], job["attempts"], job["replayed"]) == ("pending", 0, False)
     return job
 
@@ -66,7 +66,7 @@ async def _one_behaviour(api: RunningApi, name: str, variant: Variant) -> dict[s
     jobs = [_assert_accepted(first), _assert_accepted(second)]
     _assert_refused(capped, 429, "too_many_active_jobs")
     _assert_refused(limited, 429, "rate_limited")
-    assert limited.headers["ratelimit-remaining"] == "0"
+    assert rate_limit(limited)["r"] == 0
     with api.engine.db.session() as session:  # what the 202 said is what the ledger holds
         recorded = session.get_one(Job, jobs[0]["id"])
         assert (
@@ -141,6 +141,6 @@ async def test_concurrent_idempotent_twins_make_one_job(
         assert len({answer.json()["id"] for answer in answers}) == 1
         assert sorted(answer.json()["replayed"] for answer in answers) == [False] + [True] * 5
         other = await api.client.post(GENERATE, json={"prompt": "q"}, headers=key)
-        _assert_refused(other, 409, "idempotency_key_reused")
+        _assert_refused(other, 422, "idempotency_key_reused")
         with api.engine.db.session() as session:
             assert session.scalar(select(func.count()).select_from(Job)) == 1

@@ -28,6 +28,7 @@ import pytest
 from app.core.config import Settings
 from app.devstack import start_process, stop_process, wait_http
 from app.simulator.server import SimulatorServer
+from tests.clients.sdk import TYPESCRIPT, installed_npm
 from tests.docs.helpers import DOCUMENTS, ROOT, code_blocks, shell_commands
 from tests.stack.processes import clean_env
 from tests.stack.waiting import free_port
@@ -93,6 +94,12 @@ EXEMPT = {
     "docker compose ps redis": f"{_STACK} (its Redis has this health check)",
     "docker compose exec api podrelay keys create NAME": f"{_STACK}, this command included",
     "tail -f logs/app.log | grep -i runpod": "follows a log forever; LOG_FILE's default is tested",
+    "npm install --install-links ./clients/typescript": "tests/clients/test_typescript_sdk.py "
+    "installs the package so into a new project",
+    "pip install ./clients/python": "`make` installs it into the venv; tests/clients builds its "
+    "wheel alone",
+    "cd clients/typescript && npm run generate && npm run build": "clients/typescript's node "
+    "tests run both into a scratch folder and compare the output with the committed files",
 }
 
 # `make` targets the documents show: each exists; how each is covered or why it is not run.
@@ -377,3 +384,19 @@ def test_readme_curl_example_against_podrelay_dev(
     assert connection["key_accepted"] is True
     ready = json.loads(run(CURL_READY))
     assert ready["status"] == "ready", ready
+
+    # The README's SDK examples, against the same stack.
+    first_screen = (ROOT / "README.md").read_text().split("\n## ", 1)[0]
+    [python], [typescript] = code_blocks(first_screen, "python"), code_blocks(first_screen, "ts")
+    sh(f"{sys.executable} -c {shlex.quote(python.replace('http://localhost:8000', base))}",
+       env=env, cwd=tmp_path)  # fmt: skip
+    assert (tmp_path / "girl.png").read_bytes().startswith(b"\x89PNG")
+    installed_npm()
+    script = TYPESCRIPT / ".readme-check.mjs"  # in the package: it imports itself by name
+    script.write_text(
+        typescript.replace("http://localhost:8000", base) + "\nconsole.log(png[1]);\n"
+    )
+    try:
+        assert sh(f"node {script}", env=env, cwd=TYPESCRIPT).strip() == str(ord("P"))
+    finally:
+        script.unlink()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from app.core.config import Settings
 from app.core.settings_doc import END, START, render_table, replace_table
-from tests.docs.helpers import ROOT
+from tests.docs.helpers import ROOT, code_blocks
 
 README = ROOT / "README.md"
 
@@ -63,4 +63,9 @@ def test_first_screen_is_what_and_how_to_start() -> None:
     assert first_screen.startswith("# Podrelay\n\nPodrelay is an open-source job gateway")
     for command in ("make run", "make test", "curl -X POST http://localhost:8000/api/v1/runpod"):
         assert command in first_screen
-    assert len(first_screen.splitlines()) <= 30
+    # A five-line example of each SDK (run by tests/docs/test_commands.py).
+    python, typescript = code_blocks(first_screen, "python"), code_blocks(first_screen, "ts")
+    assert [len(block.strip().splitlines()) for block in python + typescript] == [5, 5]
+    assert "from podrelay_client import Podrelay" in python[0]
+    assert 'from "@podrelay/client"' in typescript[0]
+    assert len(first_screen.splitlines()) <= 50

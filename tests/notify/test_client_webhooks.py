@@ -11,6 +11,8 @@ from datetime import datetime, timedelta
 import pytest
 from loguru import logger
 from sqlalchemy import select
+from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError as StockVerificationError
 
 from app.accounts.service import create_key
 from app.api.views import batch_out, job_out
@@ -26,7 +28,7 @@ from app.jobs.tracking import tick
 from app.media import signing
 from app.notify.deliveries import deliver_due
 from app.notify.models import WebhookDelivery
-from app.notify.signing import WebhookVerificationError, sign, verify
+from app.notify.signing import new_secret, sign, signed_headers, signing_key, standard_secret
 from tests.factories import add_job
 from tests.stack.ledger import EngineFactory
 from tests.stack.receiver import Received, Receiver
@@ -77,7 +79,7 @@ def make_due(engine: JobEngine, delivery_id: str) -> None:
 
 
 def by_hand(secret: str, request: Received) -> str:
-    """The documented algorithm, written out independently of app.notify.signing."""
+    """The specification's algorithm, written out independently of app.notify.signing."""
     signed = (
         request.headers["webhook-id"].encode()
         + b"."
@@ -85,12 +87,13 @@ def by_hand(secret: str, request: Received) -> str:
         + b"."
         + request.body
     )
-    digest = hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).digest()
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
 
 
 def assert_signed(secret: str, request: Received) -> None:
-    verify(secret, request.headers, request.body)
+    Webhook(secret).verify(request.body, request.headers)  # a stock verifier
     assert request.headers["webhook-signature"] == by_hand(secret, request)
     assert request.headers["content-type"] == "application/json"
     assert abs(int(request.headers["webhook-timestamp"]) - time.time()) < 60
@@ -99,30 +102,43 @@ def assert_signed(secret: str, request: Received) -> None:
 # --- signing, without the ledger ------------------------------------------------------------
 
 
-def test_signing_follows_the_documented_rule() -> None:
-    secret, body = "whsec_abc+/=é", b'{"type":"job.completed"}'
-    header = sign(secret, "msg_1", 1_700_000_000, body)
-    digest = hmac.new(secret.encode("utf-8"), b"msg_1.1700000000." + body, hashlib.sha256).digest()
-    assert header == "v1," + base64.b64encode(digest).decode()
-    headers = {
-        "Webhook-Id": "msg_1",
-        "Webhook-Timestamp": "1700000000",
-        "Webhook-Signature": f"v1,bm90IGl0 {header}",  # rotation: any matching entry will do
-    }
-    verify(secret, headers, body, now=1_700_000_100)
+def test_secrets_are_standard_and_stock_verifiers_accept_the_signatures() -> None:
+    secret, body, now = new_secret(), b'{"type":"job.completed"}', int(time.time())
+    assert len(base64.b64decode(secret.removeprefix("whsec_"), validate=True)) == 32
+    headers = signed_headers(secret, "msg_1", now, body)
+    assert Webhook(secret).verify(body, headers) == {"type": "job.completed"}
+    rotated = {**headers, "webhook-signature": f"v1,bm90IGl0 {headers['webhook-signature']}"}
+    Webhook(secret).verify(body, rotated)  # any matching entry will do
     bad = [
-        ({**headers, "Webhook-Signature": "v1,bm90IGl0"}, body, 1_700_000_100),
-        (headers, body + b" ", 1_700_000_100),
-        (headers, body, 1_700_000_301),  # five minutes and a second later
-        (headers, body, 1_699_999_699),  # from the future
-        ({**headers, "Webhook-Timestamp": "soon"}, body, 1_700_000_000),
-        ({"Webhook-Id": "msg_1"}, body, 1_700_000_000),
+        ({**headers, "webhook-signature": "v1,bm90IGl0"}, body),
+        (headers, body + b" "),
+        (signed_headers(secret, "msg_1", now - 301, body), body),  # five minutes ago and more
+        (signed_headers(secret, "msg_1", now + 301, body), body),  # from the future
+        ({**headers, "webhook-timestamp": "soon"}, body),
+        ({"webhook-id": "msg_1"}, body),
     ]
-    for bad_headers, bad_body, now in bad:
-        with pytest.raises(WebhookVerificationError):
-            verify(secret, bad_headers, bad_body, now=now)
-    with pytest.raises(WebhookVerificationError):
-        verify("whsec_other", headers, body, now=1_700_000_100)
+    for bad_headers, bad_body in bad:
+        with pytest.raises(StockVerificationError):
+            Webhook(secret).verify(bad_body, bad_headers)
+    with pytest.raises(StockVerificationError):
+        Webhook(new_secret()).verify(body, headers)
+
+
+def test_an_older_secret_keeps_its_key_and_has_a_standard_form() -> None:
+    """Secrets made before the standard form were used as the UTF-8 bytes of the whole
+    string: receivers that hold one keep verifying, and stock verifiers take its standard form."""
+    older = "whsec_" + "Qk3x-podrelay_older-secret-made-by-token_url"[:43]
+    body = b'{"type":"job.failed"}'
+    header = sign(older, "msg_1", 1_700_000_000, body)
+    digest = hmac.new(older.encode(), b"msg_1.1700000000." + body, hashlib.sha256).digest()
+    assert header == "v1," + base64.b64encode(digest).decode()
+    assert signing_key(standard_secret(older)) == older.encode()
+    now = int(time.time())
+    headers = signed_headers(older, "msg_2", now, body)
+    Webhook(standard_secret(older)).verify(body, headers)
+    assert standard_secret(standard_secret(older)) == standard_secret(older)
+    with pytest.raises(ValueError, match="empty"):
+        signing_key("")
 
 
 # --- delivery -------------------------------------------------------------------------------
@@ -146,8 +162,8 @@ async def test_completed_job_sends_one_signed_post(engine: JobEngine, receiver: 
     [request] = receiver.requests
     assert request.path == "/hook"
     assert_signed(secret, request)
-    with pytest.raises(WebhookVerificationError):
-        verify(anonymous_secret(engine), request.headers, request.body)
+    with pytest.raises(StockVerificationError):
+        Webhook(anonymous_secret(engine)).verify(request.body, request.headers)
     payload = request.json()
     assert payload["type"] == "job.completed"
     data = payload["data"]

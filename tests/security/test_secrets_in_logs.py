@@ -46,7 +46,7 @@ def create_key(stack: WorkerStack, name: str, *extra: str) -> dict[str, str]:
     found = {
         "id": re.search(r"\bkey_[0-9a-f]+\b", output),
         "key": re.search(r"\bprk_[\w-]{20,}", output),
-        "webhook_secret": re.search(r"\bwhsec_[\w-]{20,}", output),
+        "webhook_secret": re.search(r"\bwhsec_[\w+/=-]{20,}", output),
     }
     assert all(found.values()), output
     return {name: match.group(0) for name, match in found.items() if match}

@@ -75,3 +75,14 @@ async def complete(
     assert body["status"] == "completed", body
     assert all(image["state"] == "stored" for image in body["images"]), body
     return body
+
+
+def rate_limit(response: httpx.Response) -> dict[str, int]:
+    """The parameters of an answer's `RateLimit-Policy` and `RateLimit` fields: `q` (the
+    limit), `w` (the window), `r` (requests remaining) and `t` (seconds until the reset)."""
+    found: dict[str, int] = {}
+    for name in ("RateLimit-Policy", "RateLimit"):
+        item, *parameters = response.headers[name].split(";")
+        assert item == '"default"', response.headers[name]
+        found |= {key: int(value) for key, value in (p.split("=") for p in parameters)}
+    return found

@@ -1,22 +1,32 @@
 """The caller's history: jobs, batches, live events, stored images and usage."""
 
 import asyncio
-import json
 import re
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy import select
 
 from app.api import examples
 from app.api.deps import CallerDep, EngineDep, SessionDep
 from app.api.endpoints.media import IMAGE_RESPONSES, Format, Width, image_response
 from app.api.errors import problem_responses
-from app.api.schemas import BatchOut, JobOut, JobPage, PathId, UsageDay, UsageOut
+from app.api.openapi_docs import schema_ref
+from app.api.schemas import (
+    BatchOut,
+    EventImageOut,
+    JobEventOut,
+    JobOut,
+    JobPage,
+    PathId,
+    UsageDay,
+    UsageOut,
+)
 from app.api.views import batch_out, image_out, job_out
 from app.core.errors import Conflict, NotFound
 from app.jobs.engine import JobEngine
@@ -29,13 +39,24 @@ from app.jobs.status import JobStatus
 router = APIRouter()
 ERRORS = problem_responses(401, 404, 422)
 SSE_POLL_S = 0.5
-SSE_HEARTBEAT_S = 15.0
+SSE_RETRY_MS = 2000
 SSE_MAX_S = 3600.0
+# What each event's `data` is, for the OpenAPI document (FastAPI documents the frame only).
+EVENT_ITEMS = {
+    "itemSchema": {
+        "properties": {
+            "data": {
+                "contentMediaType": "application/json",
+                "contentSchema": schema_ref(JobEventOut),
+            }
+        },
+        "required": ["data"],
+    }
+}
 _EVENT_ID = re.compile(r"[0-9]{1,18}")
-_EVENT_IMAGE_FIELDS = {"id", "url", "signed_url", "signed_url_expires_at", "state"}
 
 
-@router.get("/jobs", summary="The caller's jobs, newest first", responses=ERRORS)
+@router.get("/jobs", summary="The caller's jobs, newest first", responses=ERRORS, tags=["jobs"])
 def list_jobs(
     caller: CallerDep,
     session: SessionDep,
@@ -71,7 +92,9 @@ def list_jobs(
     )
 
 
-@router.get("/batches/{batch_id}", summary="A batch and its jobs", responses=ERRORS)
+@router.get(
+    "/batches/{batch_id}", summary="A batch and its jobs", responses=ERRORS, tags=["batches"]
+)
 def get_batch(
     batch_id: PathId, caller: CallerDep, session: SessionDep, engine: EngineDep
 ) -> BatchOut:
@@ -81,9 +104,23 @@ def get_batch(
     return batch_out(batch, price_per_second=engine.settings.gpu_price_per_second)
 
 
+async def owned_job_id(job_id: PathId, caller: CallerDep, engine: EngineDep) -> str:
+    """The id of the caller's job; 404 before a stream starts (after, no status can change)."""
+
+    def owner() -> str | None:
+        with engine.db.session() as session:
+            job = session.get(Job, job_id)
+            return None if job is None else job.owner
+
+    if await run_in_threadpool(owner) != caller.owner:
+        raise NotFound("no such job", code="job_not_found")
+    return job_id
+
+
 @router.get(
     "/jobs/{job_id}/events",
     summary="Live job events (Server-Sent Events)",
+    tags=["jobs"],
     responses={
         **ERRORS,
         200: {
@@ -91,27 +128,29 @@ def get_batch(
             "content": {"text/event-stream": {"example": examples.EVENT_STREAM}},
         },
     },
-    response_class=StreamingResponse,
+    openapi_extra={"responses": {"200": {"content": {"text/event-stream": EVENT_ITEMS}}}},
+    response_class=EventSourceResponse,
 )
-def job_events(
-    job_id: PathId,
-    request: Request,
-    caller: CallerDep,
+async def job_events(
+    job_id: Annotated[str, Depends(owned_job_id)],
     engine: EngineDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-) -> StreamingResponse:
-    """Every state change as an SSE `event: status`; resumable with `Last-Event-ID`. The
-    stream ends after the job's final event."""
-    with engine.db.session() as session:
-        job = session.get(Job, job_id)
-        if job is None or job.owner != caller.owner:
-            raise NotFound("no such job", code="job_not_found")
+) -> AsyncIterator[ServerSentEvent]:
+    """Every state change as an SSE event named after its kind, its `data` a `JobEventOut`;
+    resumable with `Last-Event-ID`. The stream ends after the job's final event. FastAPI
+    frames the events and sends a keep-alive comment after 15 s without one."""
     after = _resume_after(last_event_id)
-    return StreamingResponse(
-        _event_stream(engine, job_id, after, request),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    yield ServerSentEvent(retry=SSE_RETRY_MS)
+    while loop.time() - started < SSE_MAX_S:
+        events, finished = await run_in_threadpool(_events_after, engine, job_id, after)
+        for event in events:
+            after = event.id
+            yield ServerSentEvent(data=event, event=event.kind, id=str(event.id))
+        if finished and not events:
+            return
+        await asyncio.sleep(SSE_POLL_S)
 
 
 def _resume_after(last_event_id: str | None) -> int:
@@ -123,29 +162,7 @@ def _resume_after(last_event_id: str | None) -> int:
     return 0
 
 
-async def _event_stream(
-    engine: JobEngine, job_id: str, after: int, request: Request
-) -> AsyncIterator[str]:
-    loop = asyncio.get_running_loop()
-    started = last_sent = loop.time()
-    yield "retry: 2000\n\n"
-    while loop.time() - started < SSE_MAX_S and not await request.is_disconnected():
-        events, finished = await run_in_threadpool(_events_after, engine, job_id, after)
-        for event in events:
-            after = int(str(event["id"]))
-            yield f"id: {event['id']}\nevent: {event['kind']}\ndata: {json.dumps(event)}\n\n"
-            last_sent = loop.time()
-        if finished and not events:
-            return
-        if loop.time() - last_sent > SSE_HEARTBEAT_S:
-            yield ": keep-alive\n\n"
-            last_sent = loop.time()
-        await asyncio.sleep(SSE_POLL_S)
-
-
-def _events_after(
-    engine: JobEngine, job_id: str, after: int
-) -> tuple[list[dict[str, object]], bool]:
+def _events_after(engine: JobEngine, job_id: str, after: int) -> tuple[list[JobEventOut], bool]:
     with engine.db.session() as session:
         rows = session.scalars(
             select(JobEvent)
@@ -153,28 +170,20 @@ def _events_after(
             .order_by(JobEvent.id)
         ).all()
         job = session.get_one(Job, job_id)
-        events: list[dict[str, object]] = []
-        for row in rows:
-            event: dict[str, object] = {
-                "id": row.id,
-                "kind": row.kind,
-                "status": row.status,
-                "message": row.message,
-                "at": row.at.isoformat(),
-            }
-            if row.kind == "status" and row.status == JobStatus.COMPLETED:
-                # Signed URLs work at once: a pending image redirects to the worker's copy.
-                event["images"] = [
-                    image_out(image).model_dump(mode="json", include=_EVENT_IMAGE_FIELDS)
+        events = [JobEventOut.model_validate(row, from_attributes=True) for row in rows]
+        for event in events:
+            if event.kind == "status" and event.status == JobStatus.COMPLETED:
+                event.images = [
+                    EventImageOut.model_validate(image_out(image), from_attributes=True)
                     for image in job.images
                 ]
-            events.append(event)
         return events, JobStatus(job.status).is_terminal
 
 
 @router.get(
     "/images/{image_id}",
     summary="A stored result image, for its owner's API key",
+    tags=["jobs"],
     responses={**problem_responses(401, 404, 410, 422, 503), **IMAGE_RESPONSES},
     response_class=FileResponse,
 )
@@ -196,6 +205,7 @@ def get_image(
 @router.delete(
     "/jobs/{job_id}",
     summary="Delete a finished job's images (and, with `purge=prompt`, its prompt)",
+    tags=["jobs"],
     responses={**problem_responses(401, 404, 409, 422)},
 )
 def delete_job(
@@ -224,6 +234,7 @@ def delete_job(
 @router.get(
     "/usage",
     summary="The caller's jobs, images, GPU time and cost per day",
+    tags=["account"],
     responses=problem_responses(401, 422),
 )
 def usage(caller: CallerDep, session: SessionDep, engine: EngineDep) -> UsageOut:

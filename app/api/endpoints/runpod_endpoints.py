@@ -29,6 +29,7 @@ from app.api.schemas import (
 )
 from app.api.views import (
     batch_out,
+    batch_path,
     job_out,
     recorded_batch_out,
     recorded_job_out,
@@ -45,7 +46,7 @@ from app.jobs.status import JobStatus
 from app.runpod import RunPodError
 from app.scheduler.queue import place_of
 
-router = APIRouter(prefix="/runpod", tags=["runpod"])
+router = APIRouter(prefix="/runpod")
 router.include_router(history.router)
 
 # What each route can answer besides success (all `application/problem+json`, see errors.py).
@@ -95,7 +96,13 @@ def _idempotency(route: str, body: BaseModel, key: str | None) -> IdempotencyKey
     return IdempotencyKey(key, request_fingerprint(route, body.model_dump(mode="json")))
 
 
-@router.post("/generate", status_code=202, summary="Start a generation", responses=SUBMIT_ERRORS)
+@router.post(
+    "/generate",
+    status_code=202,
+    summary="Start a generation",
+    responses=SUBMIT_ERRORS,
+    tags=["jobs"],
+)
 async def generate(
     body: GenerateRequest,
     caller: CallerDep,
@@ -118,6 +125,8 @@ async def generate(
     if wait and not view.status.is_terminal:
         view = await _wait_for(engine, view.id, wait, replayed=view.replayed)
     response.headers["Location"] = view.links.status
+    if wait:
+        response.headers["Preference-Applied"] = f"wait={wait}"
     if view.status.is_terminal and wait:
         response.status_code = 200
     return view
@@ -128,12 +137,14 @@ async def generate(
     status_code=202,
     summary="Start up to 10 generations",
     responses=BATCH_ERRORS,
+    tags=["batches"],
 )
 async def generate_batch(
     body: BatchRequest,
     caller: CallerDep,
     engine: EngineDep,
     intake: IntakeDep,
+    response: Response,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> BatchOut:
     """One batch, one job per prompt, all submitted to RunPod concurrently."""
@@ -145,11 +156,16 @@ async def generate_batch(
         idempotency=_idempotency("batch", body, idempotency_key),
     )
     if accepted.replayed:
-        return await run_in_threadpool(_batch_view, engine, accepted.resource_id)
-    return recorded_batch_out(accepted.resource_id, accepted.jobs)
+        view = await run_in_threadpool(_batch_view, engine, accepted.resource_id)
+    else:
+        view = recorded_batch_out(accepted.resource_id, accepted.jobs)
+    response.headers["Location"] = batch_path(view.id)
+    return view
 
 
-@router.get("/status/{task_id}", summary="A job's status and result", responses=JOB_ERRORS)
+@router.get(
+    "/status/{task_id}", summary="A job's status and result", responses=JOB_ERRORS, tags=["jobs"]
+)
 def status(task_id: PathId, caller: CallerDep, session: SessionDep, engine: EngineDep) -> JobOut:
     """Accepts the job id, or the Celery task id a seed-style task returned."""
     job = _owned_job(session, caller, task_id)
@@ -157,7 +173,7 @@ def status(task_id: PathId, caller: CallerDep, session: SessionDep, engine: Engi
     return job_out(job, price_per_second=price, place=place_of(session, job))
 
 
-@router.delete("/cancel/{task_id}", summary="Cancel a job", responses=CANCEL_ERRORS)
+@router.delete("/cancel/{task_id}", summary="Cancel a job", responses=CANCEL_ERRORS, tags=["jobs"])
 def cancel(task_id: PathId, caller: CallerDep, engine: EngineDep) -> JobOut:
     """Cancels the job, at RunPod too; 409 when it already finished."""
     with engine.db.session() as session:
@@ -179,6 +195,7 @@ def cancel(task_id: PathId, caller: CallerDep, engine: EngineDep) -> JobOut:
     "/test",
     summary="Test the RunPod connection",
     responses=ADMIN_ERRORS,
+    tags=["admin"],
     dependencies=[Depends(require_admin)],
 )
 async def test_connection(engine: EngineDep) -> ConnectionTestOut:
@@ -190,6 +207,7 @@ async def test_connection(engine: EngineDep) -> ConnectionTestOut:
     "/queue/stats",
     summary="Queue statistics",
     responses=ADMIN_ERRORS,
+    tags=["admin"],
     dependencies=[Depends(require_admin)],
 )
 async def queue_stats(engine: EngineDep) -> QueueStatsOut:

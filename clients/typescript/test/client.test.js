@@ -1,0 +1,100 @@
+// The client against a real Podrelay stack, which tests/clients/test_typescript_sdk.py starts
+// and names in PODRELAY_API_URL and PODRELAY_API_KEY.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+
+import { Podrelay, PodrelayError, WaitTimeoutError, isSettled } from "../dist/index.js";
+
+const url = process.env.PODRELAY_API_URL;
+const key = process.env.PODRELAY_API_KEY;
+const skip = url && key && process.env.PODRELAY_SIMULATOR_URL ? false : "no stack named in PODRELAY_API_URL, PODRELAY_API_KEY and PODRELAY_SIMULATOR_URL";
+const SMALL = { width: 256, height: 256 };
+const PNG = [0x89, 0x50, 0x4e, 0x47];
+
+const client = () => new Podrelay({ baseUrl: url, apiKey: key });
+
+test("generate waits for the images, and they download", { skip }, async () => {
+  const podrelay = client();
+  const job = await podrelay.generate("a lighthouse", { ...SMALL, seed: 7 }, { wait: true, timeoutMs: 60_000 });
+  assert.equal(job.status, "completed");
+  assert.ok(isSettled(job));
+  assert.equal(job.params.seed, 7);
+  const bytes = await podrelay.download(job.images[0]);
+  assert.deepEqual([...bytes.slice(0, 4)], PNG);
+  assert.deepEqual(await podrelay.status(job.id), job);
+});
+
+test("events follow a job and resume after the last one seen", { skip }, async () => {
+  const podrelay = client();
+  const job = await podrelay.generate("a harbour", SMALL);
+  const events = [];
+  for await (const event of podrelay.events(job.id)) events.push(event);
+  assert.equal(events[0].kind, "created");
+  assert.equal(events.at(-1).status, "completed");
+  const resumed = [];
+  for await (const event of podrelay.events(job.id, { lastEventId: String(events[1].id) })) {
+    resumed.push(event);
+  }
+  assert.deepEqual(resumed, events.slice(2));
+});
+
+test("a batch, and the jobs a page at a time", { skip }, async () => {
+  const podrelay = client();
+  const batch = await podrelay.batch(["one", "two", "three"], SMALL);
+  assert.deepEqual(batch.jobs.map((job) => job.prompt), ["one", "two", "three"]);
+  const listed = [];
+  for await (const job of podrelay.jobs({ batchId: batch.id, pageSize: 2 })) listed.push(job.id);
+  assert.deepEqual(listed.sort(), batch.jobs.map((job) => job.id).sort());
+  await Promise.all(batch.jobs.map((job) => podrelay.wait(job.id, { timeoutMs: 60_000 })));
+  assert.equal((await podrelay.batchStatus(batch.id)).done, true);
+});
+
+test("errors carry the API's status and stable code", { skip }, async () => {
+  const podrelay = client();
+  await assert.rejects(podrelay.status("job_nope"), (error) => {
+    assert.ok(error instanceof PodrelayError);
+    assert.equal(error.status, 404);
+    assert.equal(error.code, "job_not_found");
+    return true;
+  });
+  await assert.rejects(podrelay.generate("too narrow", { width: 100 }), (error) => {
+    assert.equal(error.code, "validation_error");
+    assert.ok(error.problem.errors.length > 0);
+    return true;
+  });
+  const first = await podrelay.generate("once", SMALL, { idempotencyKey: "ts-order-1" });
+  const again = await podrelay.generate("once", SMALL, { idempotencyKey: "ts-order-1" });
+  assert.equal(again.id, first.id);
+  assert.equal(again.replayed, true);
+  await assert.rejects(podrelay.generate("another", SMALL, { idempotencyKey: "ts-order-1" }), {
+    code: "idempotency_key_reused",
+  });
+  await assert.rejects(new Podrelay({ baseUrl: url, apiKey: "prk_not-a-key" }).usage(), {
+    status: 401,
+    code: "invalid_api_key",
+  });
+});
+
+test("a wait that runs out, then a cancel", { skip }, async () => {
+  const podrelay = client();
+  const simulator = process.env.PODRELAY_SIMULATOR_URL; // RunPod's stand-in: pause its workers
+  const workers = async (count) => {
+    const answer = await fetch(`${simulator}/_sim/config`, {
+      method: "PATCH",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ workers: count }),
+    });
+    assert.equal(answer.status, 200);
+    return (await answer.json()).workers;
+  };
+  const before = await workers(0);
+  try {
+    const job = await podrelay.generate("never runs", SMALL);
+    await assert.rejects(podrelay.wait(job.id, { timeoutMs: 500 }), WaitTimeoutError);
+    assert.equal((await podrelay.cancel(job.id)).status, "cancelled");
+    assert.equal((await podrelay.cancel(job.id)).status, "cancelled"); // again: the same answer
+  } finally {
+    await workers(before);
+  }
+});
