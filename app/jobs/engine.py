@@ -17,10 +17,14 @@ from app.core.metrics import observe_runpod_attempt
 from app.media import open_store
 from app.media.store import MediaStore
 from app.runpod import RunPodClient
+from app.runpod.client import DEFAULT_MAX_CONNECTIONS
 from app.scheduler.routes import DEFAULT_ROUTE, Endpoint
 from app.services.runpod_client import client_from_settings
 
-RUNPOD_CONCURRENCY = 64
+# RunPod calls in flight per process: as many as the client keeps connections for.
+RUNPOD_CONCURRENCY = DEFAULT_MAX_CONNECTIONS
+# Image downloads in flight per process (`app.jobs.media`), each on a kept-alive connection.
+DOWNLOAD_CONCURRENCY = 16
 
 
 @dataclass
@@ -78,7 +82,12 @@ class JobEngine:
         """The client that downloads result images from workers' URLs."""
         if self._http is None:
             self._http = httpx.AsyncClient(
-                timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True
+                timeout=httpx.Timeout(60.0, connect=10.0),
+                follow_redirects=True,
+                limits=httpx.Limits(
+                    max_connections=DOWNLOAD_CONCURRENCY,
+                    max_keepalive_connections=DOWNLOAD_CONCURRENCY,
+                ),
             )
         return self._http
 

@@ -17,8 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
-from app.jobs.engine import JobEngine
-from app.jobs.media_locks import hold_media_key
+from app.jobs.engine import DOWNLOAD_CONCURRENCY, JobEngine
+from app.jobs.media_locks import hold_media_keys
 from app.jobs.models import JobImage
 from app.jobs.results import record_stored
 from app.jobs.service import lock_sqlite_writes
@@ -26,7 +26,6 @@ from app.media.s3 import S3Store
 from app.media.store import IncomingMedia, MediaError, StorageUnavailable
 
 _BATCH = 100
-_CONCURRENCY = 16
 STORE_RETRY_CAP_S = 60.0
 
 
@@ -60,7 +59,7 @@ async def store_due_images(engine: JobEngine, job_ids: list[str] | None = None) 
     due = await asyncio.to_thread(due_images)  # ledger work off the event loop
     if not due:
         return 0
-    limit = asyncio.Semaphore(_CONCURRENCY)
+    limit = asyncio.Semaphore(DOWNLOAD_CONCURRENCY)
 
     async def fetch(url: str | None) -> Fetched:
         async with limit:
@@ -125,17 +124,18 @@ def _record_results(
 ) -> list[str]:
     """Store and record each download; returns the worker objects copied (to delete)."""
     adopted: list[str] = []
+    keys = [key for item in fetched if (key := _checked_key(item)) is not None]
     with engine.db.session() as session:
-        lock_sqlite_writes(session)
+        # Locked, with one query each: the images (a deletion of their job's images waits,
+        # or is seen), then their objects' keys (`app.jobs.media_locks`).
+        images = _lock_images(session, [image_id for image_id, _ in due])
+        hold_media_keys(session, keys)
         for (image_id, _), item in zip(due, fetched, strict=True):
-            # Locked: a deletion of the job's images waits, or is seen.
-            image = session.get_one(
-                JobImage, image_id, with_for_update=True, populate_existing=True
-            )
-            if image.state != "pending":
+            image = images.get(image_id)
+            if image is None or image.state != "pending":
                 continue
             try:
-                _store(engine, session, image, item)
+                _store(engine, image, item)
             except StorageUnavailable as error:
                 _wait_for_store(engine, image, str(error))
                 continue
@@ -150,11 +150,35 @@ def _record_results(
     return adopted
 
 
-def _store(engine: JobEngine, session: Session, image: JobImage, item: Fetched) -> None:
+def _checked_key(item: Fetched) -> str | None:
+    """The content key of a download that is an image we keep; else None, with the reason."""
+    if item.incoming is None:
+        return None
+    try:
+        return (item.incoming.media or item.incoming.finish()).key
+    except MediaError as error:
+        item.error = str(error)
+        item.close()
+        item.incoming = None
+        return None
+
+
+def _lock_images(session: Session, image_ids: list[str]) -> dict[str, JobImage]:
+    lock_sqlite_writes(session)
+    query = (
+        select(JobImage)
+        .where(JobImage.id.in_(image_ids))
+        .order_by(JobImage.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return {image.id: image for image in session.scalars(query)}
+
+
+def _store(engine: JobEngine, image: JobImage, item: Fetched) -> None:
     if item.incoming is None:
         return
-    media = item.incoming.media or item.incoming.finish()
-    hold_media_key(session, media.key)
+    media = item.incoming.checked()
     store = engine.store
     if item.bucket_key is not None and isinstance(store, S3Store):
         store.copy_within(item.bucket_key, item.incoming)

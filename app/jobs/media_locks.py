@@ -28,3 +28,17 @@ def hold_media_key(session: Session, key: str, *, exclusive: bool = False) -> No
         return
     function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
     session.execute(text(f"SELECT {function}(:id)"), {"id": _lock_id(key)})
+
+
+def hold_media_keys(session: Session, keys: list[str]) -> None:
+    """`hold_media_key` (shared) for many keys with one statement, in one order for all."""
+    if not keys:
+        return
+    if session.get_bind().dialect.name != "postgresql":
+        lock_sqlite_writes(session)
+        return
+    ids = sorted({_lock_id(key) for key in keys})
+    session.execute(
+        text("SELECT pg_advisory_xact_lock_shared(id) FROM unnest(CAST(:ids AS bigint[])) AS id"),
+        {"ids": ids},
+    )

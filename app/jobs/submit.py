@@ -23,7 +23,7 @@ from app.core.db import database_now, utcnow
 from app.jobs.engine import JobEngine
 from app.jobs.ledger import write_patiently
 from app.jobs.models import Job, Submission
-from app.jobs.service import SENDING, add_event, lock_jobs, locked_job, move, release
+from app.jobs.service import SENDING, add_event, lock_jobs, move, release
 from app.jobs.status import JobStatus
 from app.runpod import (
     AmbiguousSubmissionError,
@@ -120,14 +120,16 @@ def _record(session: Session, engine: JobEngine, answers: list[_Answer]) -> list
         submission.token: submission
         for submission in session.scalars(select(Submission).where(Submission.token.in_(tokens)))
     }
-    lock_jobs(session, (item.job_id for item, _ in answers))
+    jobs = lock_jobs(session, (item.job_id for item, _ in answers))
     for item, outcome in answers:
         submission = submissions[item.token]
         if isinstance(outcome, RunPodError):
-            _record_failure(session, engine, item.job_id, submission, outcome)
+            _record_failure(session, engine, jobs[item.job_id], submission, outcome)
             duplicates.append(None)
         else:
-            duplicates.append(_record_acceptance(session, engine, item.job_id, submission, outcome))
+            duplicates.append(
+                _record_acceptance(session, engine, jobs[item.job_id], submission, outcome)
+            )
     return duplicates
 
 
@@ -251,11 +253,10 @@ async def cancel_quietly(engine: JobEngine, runpod_job_id: str) -> None:
 
 
 def _record_acceptance(
-    session: Session, engine: JobEngine, job_id: str, submission: Submission, state: JobState
+    session: Session, engine: JobEngine, job: Job, submission: Submission, state: JobState
 ) -> str | None:
     """Store the RunPod id; returns a RunPod job to cancel when this one is not needed."""
     submission.outcome, submission.runpod_job_id = "accepted", state.id
-    job = locked_job(session, job_id)
     if job.runpod_job_id == state.id:
         return None  # a write retried after its first commit did land (see write_patiently)
     if job.runpod_job_id or JobStatus(job.status).is_terminal:
@@ -272,13 +273,12 @@ def _record_acceptance(
 
 
 def _record_failure(
-    session: Session, engine: JobEngine, job_id: str, submission: Submission, error: RunPodError
+    session: Session, engine: JobEngine, job: Job, submission: Submission, error: RunPodError
 ) -> None:
     settings = engine.settings
     ambiguous = isinstance(error, AmbiguousSubmissionError)
     submission.outcome = "ambiguous" if ambiguous else "rejected"
     submission.error = error.message
-    job = locked_job(session, job_id)
     if JobStatus(job.status).is_terminal or job.runpod_job_id:
         release(job, next_check_at=job.next_poll_at)
         return

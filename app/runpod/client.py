@@ -31,6 +31,9 @@ from app.runpod.models import HealthReport, JobState
 RUNPOD_API_BASE = "https://api.runpod.ai/v2"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 DEFAULT_MAX_RETRIES = 4
+# RunPod allows 200 concurrent /run calls per endpoint; a pool past a few dozen costs more CPU
+# per request (httpcore checks every connection) than it gains in parallelism.
+DEFAULT_MAX_CONNECTIONS = 32
 USER_AGENT = "podrelay/0.1"
 
 # Called after every HTTP exchange with (operation, seconds, error or None); for metrics.
@@ -52,10 +55,14 @@ class RunPodClient:
         max_retry_delay: float = _http.MAX_RETRY_DELAY,
         transport: httpx.AsyncBaseTransport | None = None,
         on_attempt: AttemptHook | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         """Build a client; raises `RunPodConfigError` when the key or endpoint id is empty.
 
         `on_attempt` (also settable later) observes each HTTP exchange, retries included.
+        `max_connections` bounds the connections kept open to RunPod (and so the requests
+        in flight): every one is kept alive, since a new TLS connection per request costs
+        far more than the pool's bookkeeping, which grows with the pool.
         """
         if not api_key:
             raise RunPodConfigError("RUNPOD_API_KEY is not set")
@@ -71,7 +78,9 @@ class RunPodClient:
             headers={"Authorization": f"Bearer {api_key}", "User-Agent": USER_AGENT},
             timeout=timeout,
             transport=transport,
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
         )
 
     async def __aenter__(self) -> Self:
