@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from app.accounts.service import create_key
 from tests.stack.deployment import SMALL_PARAMS, WorkerStack
 from tests.stack.redis_server import RedisServer
 from tests.stack.waiting import free_port
@@ -25,6 +26,9 @@ from tests.stack.waiting import free_port
 WORKERS = ("worker-a", "worker-b")
 GENERATE_PATH = "/api/v1/runpod/generate"
 CLIENT_THREADS = 8
+# The tenant-flood scenario's keys besides the flooding one, and how often each submits.
+TRICKLERS = ("trickle-a", "trickle-b", "trickle-c")
+TRICKLE_EVERY_S = 0.5
 # How long a client keeps retrying one request before it counts it as refused.
 SUBMIT_PATIENCE_S = 120.0
 # The chaos stack's own settings: no per-client limit in the way, quick safety polls.
@@ -50,6 +54,7 @@ class Submissions:
 
     accepted: dict[str, str] = field(default_factory=dict)  # idempotency key -> job id
     refused: dict[str, str] = field(default_factory=dict)  # key -> the last error seen
+    trickled: set[str] = field(default_factory=set)  # the trickling keys' requests
     retries: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -100,10 +105,45 @@ class Cluster:
 
     # Submitting.
 
-    def submit_in_background(self, count: int, label: str) -> None:
-        thread = threading.Thread(target=self._submit_all, args=(count, label), daemon=True)
+    def submit_in_background(self, count: int, label: str, *, tenants: bool = False) -> None:
+        """`count` jobs over HTTP; with `tenants`, from four API keys: one floods three
+        quarters of them at once, three trickle the rest in one at a time (`TRICKLE_EVERY_S`)."""
+        target = self._submit_tenants if tenants else self._submit_all
+        thread = threading.Thread(target=target, args=(count, label), daemon=True)
         self._submitter = thread
         thread.start()
+
+    def _submit_tenants(self, count: int, label: str) -> None:
+        keys = {name: self._new_key(name) for name in ("flood", *TRICKLERS)}
+        flood = count - count // 4
+        trickles = [TRICKLERS[n % len(TRICKLERS)] for n in range(count - flood)]
+        clients = [httpx.Client(base_url=url, timeout=30) for url in self.api_urls]
+        try:
+            with ThreadPoolExecutor(CLIENT_THREADS + len(TRICKLERS)) as pool:
+                for n in range(flood):
+                    client = clients[n % len(clients)]
+                    headers = keys["flood"]
+                    pool.submit(self._submit_one, client, f"{label}-flood-{n:05d}", n, headers)
+                for n, name in enumerate(trickles):
+                    time.sleep(TRICKLE_EVERY_S / len(TRICKLERS))
+                    key = f"{label}-{name}-{n:05d}"
+                    with self.submissions.lock:
+                        self.submissions.trickled.add(key)
+                    pool.submit(self._submit_one, clients[n % len(clients)], key, n, keys[name])
+        finally:
+            for client in clients:
+                client.close()
+
+    def _new_key(self, name: str) -> dict[str, str]:
+        with self.stack.db.session() as session:
+            _, plaintext = create_key(session, name=name)
+        return {"Authorization": f"Bearer {plaintext}"}
+
+    def trickled_job_ids(self) -> list[str]:
+        """The jobs the trickling keys got accepted."""
+        with self.submissions.lock:
+            accepted = self.submissions.accepted
+            return [accepted[key] for key in self.submissions.trickled if key in accepted]
 
     def wait_submitted(self, timeout: float) -> None:
         assert self._submitter is not None
@@ -121,14 +161,18 @@ class Cluster:
             for client in clients:
                 client.close()
 
-    def _submit_one(self, client: httpx.Client, key: str, n: int) -> None:
+    def _submit_one(
+        self, client: httpx.Client, key: str, n: int, headers: Mapping[str, str] | None = None
+    ) -> None:
         body = {"prompt": f"{key}: a lighthouse on a cliff, number {n}", **SMALL_PARAMS}
         record = self.submissions
         deadline = time.monotonic() + SUBMIT_PATIENCE_S
         error = "no attempt"
         while time.monotonic() < deadline:
             try:
-                response = client.post(GENERATE_PATH, json=body, headers={"Idempotency-Key": key})
+                response = client.post(
+                    GENERATE_PATH, json=body, headers={"Idempotency-Key": key, **(headers or {})}
+                )
             except httpx.HTTPError as failure:
                 error = f"{type(failure).__name__}: {failure}"
             else:

@@ -13,7 +13,9 @@ their id until their webhook arrives, so some may run to the end; their result i
 """
 
 import json
+import math
 import os
+import statistics
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -51,6 +53,7 @@ class Outcome:
     api_retries: int
     runpod_jobs: int
     details: list[str] = field(default_factory=list)
+    notes: str = ""  # what the scenario measured besides the counts
 
     def summary(self) -> str:
         recovery = "never" if self.recovery_s is None else f"{self.recovery_s:.1f} s"
@@ -59,6 +62,7 @@ class Outcome:
             f"lost {self.lost}, duplicated {self.duplicated}, stuck {self.stuck}, "
             f"recovered in {recovery}; statuses {self.statuses}; orphans {self.orphans}; "
             f"API retries {self.api_retries}; RunPod jobs {self.runpod_jobs}"
+            + (f"; {self.notes}" if self.notes else "")
         )
 
 
@@ -176,3 +180,20 @@ def record(outcome: Outcome) -> None:
     results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     results[outcome.scenario] = asdict(outcome)
     path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def trickle_waits(cluster: Cluster) -> str:
+    """How long the trickling keys' jobs waited, from acceptance to RunPod's."""
+    ids = cluster.trickled_job_ids()
+    with cluster.stack.db.session() as session:
+        rows = session.execute(
+            select(Job.created_at, Job.submitted_at).where(Job.id.in_(ids))
+        ).all()
+    waits = sorted((sent - made).total_seconds() for made, sent in rows if sent is not None)
+    if not waits:
+        return "the trickling keys had no job accepted by RunPod"
+    p99 = waits[max(0, math.ceil(0.99 * len(waits)) - 1)]
+    return (
+        f"the trickling keys' {len(waits)} jobs waited {statistics.median(waits):.1f} s "
+        f"(p50), {p99:.1f} s (p99) from acceptance to RunPod's"
+    )

@@ -37,7 +37,8 @@ def _counts(values: dict[str, int]) -> str:
 def _row(result: dict[str, Any]) -> str:
     name = result["scenario"]
     cells = [
-        f"**{name}**<br>{result['fault']}",
+        f"**{name}**<br>{result['fault']}"
+        + (f"<br>Measured: {result['notes']}." if result.get("notes") else ""),
         result["mode"],
         f"{result['submitted']} / {result['jobs']}",
         str(result["lost"]),

@@ -19,7 +19,14 @@ from app.simulator.config import SimulatorConfig
 from tests.chaos import faults
 from tests.chaos.cluster import CLUSTER_SETTINGS, Cluster
 from tests.chaos.faults import Context
-from tests.chaos.outcome import Outcome, assess, record, wait_recovered, wait_runpod_idle
+from tests.chaos.outcome import (
+    Outcome,
+    assess,
+    record,
+    trickle_waits,
+    wait_recovered,
+    wait_runpod_idle,
+)
 from tests.media.s3_server import S3Server, running_s3_server, with_test_credentials
 from tests.stack.factory import StackFactory
 from tests.stack.postgres_server import PostgresServer
@@ -48,6 +55,8 @@ class Scenario:
     settings: tuple[tuple[str, float], ...] = ()
     # Images in an S3 bucket (a private moto server) instead of a shared folder.
     object_store: bool = False
+    # Several API keys: one floods, three trickle; the trickling keys' waits are reported.
+    tenants: bool = False
 
 
 # Without RunPod faults a live worker's POST /run takes milliseconds, so a killed worker's
@@ -76,6 +85,13 @@ SCENARIOS = [
     Scenario("clock-skew-ahead-60s", faults.skewed_clock, skew="+60s"),
     Scenario("clock-skew-behind-60s", faults.skewed_clock, skew="-60s"),
     Scenario("object-store-outage", faults.object_store_outage, object_store=True),
+    Scenario(
+        "tenant-flood",
+        faults.kill_worker,
+        orphans=True,
+        tenants=True,
+        settings=_QUICK_SUBMIT_LEASE,
+    ),
 ]
 
 
@@ -92,6 +108,11 @@ RUNPOD = SimulatorConfig(
 
 def describe(scenario: Scenario) -> str:
     text = " ".join((scenario.fault.__doc__ or "").split())
+    if scenario.tenants:
+        text = (
+            "One API key floods three quarters of the jobs at once while three keys trickle "
+            f"the rest in, one at a time; then: {text[0].lower()}{text[1:]}"
+        )
     return f"{text} Skew: {scenario.skew}." if scenario.skew else text
 
 
@@ -177,7 +198,7 @@ def run_scenario(
 ) -> Outcome:
     """Submit, inject the fault halfway (or as the scenario says), and wait for recovery."""
     stack = cluster.stack
-    cluster.submit_in_background(JOBS, scenario.name)
+    cluster.submit_in_background(JOBS, scenario.name, tenants=scenario.tenants)
     before_fault = int(JOBS * scenario.fault_at)
     wait_until(
         lambda: cluster.accepted_count() >= before_fault,
@@ -193,7 +214,7 @@ def run_scenario(
     recovered_at = wait_recovered(stack, cluster.accepted_count(), window_s=RECOVERY_WINDOW_S)
     stack.mark("recovered" if recovered_at else "recovery window closed")
     wait_runpod_idle(stack)
-    return assess(
+    outcome = assess(
         cluster,
         scenario=scenario.name,
         fault=describe(scenario),
@@ -201,3 +222,6 @@ def run_scenario(
         fault_ended=fault_ended,
         recovered_at=recovered_at,
     )
+    if scenario.tenants:
+        outcome.notes = trickle_waits(cluster)
+    return outcome
