@@ -54,6 +54,8 @@ class RunOptions:
     timeout_s: float  # bound of one measurement
     job_timeout_s: float | None  # RUNPOD_JOB_TIMEOUT of the jobs; None: the engine's default
     workers: int = 1  # worker processes, each with its dispatcher
+    run_rate_limit: int | None = None  # RunPod's /run allowance per 10 s; None: its default
+    max_in_flight: int | None = None  # MAX_IN_FLIGHT; None: from /health (from cold: a ramp)
 
 
 @dataclass
@@ -93,7 +95,12 @@ def run_engine(mode: str, options: RunOptions, folder: Path) -> Result:
     with (
         database(options.db, folder) as database_url,
         redis_db(options.redis_db) as redis_url,
-        simulator(folder, jobs=options.jobs, duration_s=options.duration_s) as sim,
+        simulator(
+            folder,
+            jobs=options.jobs,
+            duration_s=options.duration_s,
+            run_rate_limit=options.run_rate_limit,
+        ) as sim,
     ):
         api_port = free_port()
         values = {
@@ -108,6 +115,10 @@ def run_engine(mode: str, options: RunOptions, folder: Path) -> Result:
         }
         if options.job_timeout_s is not None:
             values["runpod_job_timeout"] = str(options.job_timeout_s)
+        if options.run_rate_limit is not None:
+            values["runpod_run_rate_limit"] = str(options.run_rate_limit)
+        if options.max_in_flight is not None:
+            values["max_in_flight"] = str(options.max_in_flight)
         settings = Settings.model_validate(values)
         ledger = Database(database_url)
         upgrade_database(ledger)

@@ -82,8 +82,11 @@ class SimulatorProcess:
 
 
 @contextmanager
-def simulator(folder: Path, *, jobs: int, duration_s: float) -> Iterator[SimulatorProcess]:
-    """The RunPod simulator with a worker per job, RunPod's default rate limits, no progress."""
+def simulator(
+    folder: Path, *, jobs: int, duration_s: float, run_rate_limit: int | None = None
+) -> Iterator[SimulatorProcess]:
+    """The RunPod simulator with a worker per job, RunPod's default rate limits (or another
+    /run limit per 10 s), no progress."""
     port = free_port()
     argv = [
         sys.executable, "-m", "app.cli", "simulator", "--port", str(port),
@@ -91,6 +94,8 @@ def simulator(folder: Path, *, jobs: int, duration_s: float) -> Iterator[Simulat
         "--set", f"job_duration_jitter_ms={int(duration_s * 100)}",
         "--set", "progress_updates=false",
     ]  # fmt: skip
+    if run_rate_limit is not None:
+        argv += ["--set", f'rate_limits={{"run": {run_rate_limit}}}']
     with running(argv, child_env(), folder / "simulator.log") as process:
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/_sim/config")
