@@ -46,13 +46,16 @@ chaos: $(STAMP)
 ## Benchmarks; results are ratios against a baseline measured in the same run. Each writes its
 ## JSON into data/bench/, then bench.report writes docs/BENCHMARKS.md from them (a benchmark
 ## that failed shows as "not run" there, and make still fails).
-## $(call run_benchmarks,json dir,client_overhead args,submit and inflight args,report)
+## $(call run_benchmarks,json dir,client_overhead args,submit and inflight args,report,
+##        dispatch and fairness args)
 define run_benchmarks
 	rm -rf $(1) && mkdir -p $(1)
 	status=0; \
 	$(BIN)/python -m bench.client_overhead $(2) --json $(1)/client_overhead.json || status=1; \
 	$(BIN)/python -m bench.submit $(3) --json $(1)/submit.json || status=1; \
 	$(BIN)/python -m bench.inflight $(3) --json $(1)/inflight.json || status=1; \
+	$(BIN)/python -m bench.dispatch $(5) --json $(1)/dispatch.json || status=1; \
+	$(BIN)/python -m bench.fairness $(5) --json $(1)/fairness.json || status=1; \
 	$(BIN)/python -m bench.report $(1) $(4) && exit $$status
 endef
 
@@ -61,7 +64,7 @@ bench: $(STAMP)
 
 ## A few minutes instead of about twenty: the same benchmarks at small scale (docs untouched).
 bench-quick: $(STAMP)
-	$(call run_benchmarks,data/bench-quick,--requests 500 --rounds 1,--quick,data/bench-quick/BENCHMARKS.md)
+	$(call run_benchmarks,data/bench-quick,--requests 500 --rounds 1,--quick,data/bench-quick/BENCHMARKS.md,--quick)
 
 simulator: $(STAMP)
 	$(BIN)/podrelay simulator --port 8001

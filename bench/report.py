@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import client_overhead, inflight, submit
+from bench import client_overhead, dispatch, fairness, inflight, inflight_report, submit
 from bench.inflight_report import (
     MAX_CALLS_PER_JOB,
     MAX_LAG_P99_S,
@@ -27,6 +27,8 @@ from bench.machine import machine
 from bench.report_config import (
     BENCHES,
     CLIENT_OVERHEAD,
+    DISPATCH,
+    FAIRNESS,
     INFLIGHT,
     NOT_FLAGS,
     PYTHON,
@@ -204,10 +206,53 @@ def inflight_detail(doc: Doc) -> list[str]:
     return [*_table(["", *(result.label for result in results)], rows), ""]
 
 
+def dispatch_rows(doc: Doc | None) -> list[list[str]]:
+    what = "jobs RunPod accepts per second from one worker's dispatcher, and from two"
+    target = (
+        f">= {inflight_report.MIN_DISPATCH_SHARE:.0%} of the allowance; two workers "
+        f">= {dispatch.MIN_SCALING:g}x one"
+    )
+    cells, met = [what, NOT_RUN, NOT_RUN, target], None
+    if doc:
+        runs = doc["runs"]
+        one, raised_one, raised_two = runs.values()
+        cells[1] = (
+            f"one worker {one['accepted_per_s']:.1f}/s ({doc['share']:.0%} of "
+            f"{one['allowance_per_s']:g}/s), CPU {one['cpu_ms_per_job']:.1f} ms/job; two workers "
+            f"{raised_two['accepted_per_s']:.1f}/s against {raised_one['accepted_per_s']:.1f}/s "
+            f"for one ({doc['scaling']:.2f}x) with {raised_one['allowance_per_s']:g}/s allowed"
+        )
+        cells[2] = f"RunPod's /run allowance, {one['allowance_per_s']:g}/s"
+        met = all(doc["targets"].values())
+    return [_row("Dispatch rate", DISPATCH, doc, cells, met)]
+
+
+def fairness_rows(doc: Doc | None) -> list[list[str]]:
+    what = "key B's 20 jobs, submitted 2 s into key A's burst: wait until RunPod accepts each"
+    target = f"B's p99 <= {fairness.TARGET_P99_S:g} s"
+    cells, met = [what, NOT_RUN, NOT_RUN, target], None
+    if doc:
+        fair, fifo = doc["results"]
+        cells[0] = what.replace("A's burst", f"A's burst of {fair['a_jobs']:,}")
+        cells[1] = f"fair order: {_wait(fair)}"
+        cells[2] = f"first come, first served: {_wait(fifo)}"
+        met = doc["met"]
+    return [_row("Fairness", FAIRNESS, doc, cells, met)]
+
+
+def _wait(result: Doc) -> str:
+    wait = result["b_wait_s"]
+    if not wait:
+        return "no job accepted in time"
+    return f"p50 {wait['p50']:.2f} s, p99 {wait['p99']:.2f} s ({result['b_done']} of 20 sent)"
+
+
 SECTIONS = (
     (CLIENT_OVERHEAD, "RunPod client overhead", client_overhead_rows, client_overhead_detail),
     (SUBMIT, "Submission throughput", submit_rows, submit_detail),
     (INFLIGHT, "In-flight jobs", inflight_rows, inflight_detail),
+    (DISPATCH, "Dispatch rate", dispatch_rows, None),
+    (FAIRNESS, "Fairness", fairness_rows, None),
 )
 
 
@@ -252,7 +297,7 @@ def render(folder: Path, output: Path, *, when: datetime) -> str:
     for bench, title, _, detail in SECTIONS:
         doc = docs[bench.name]
         lines += [f"## {title}", "", *_measured(folder / f"{bench.name}.json", doc, bench)]
-        lines += detail(doc) if doc else []
+        lines += detail(doc) if doc and detail else []
     return "\n".join(lines)
 
 

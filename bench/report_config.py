@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench import client_overhead, inflight, submit
+from bench import client_overhead, dispatch, fairness, inflight, submit
 
 PYTHON = ".venv/bin/python"
 NOT_FLAGS = {"json", "keep"}  # where the output goes, not what is measured
@@ -55,7 +55,9 @@ class Bench:
 CLIENT_OVERHEAD = Bench("client_overhead", client_overhead.parse_args, ("requests", "rounds"))
 SUBMIT = Bench("submit", submit.parse_args, ("duration", "rounds"))
 INFLIGHT = Bench("inflight", inflight.parse_args, ("jobs", "duration"))
-BENCHES = (CLIENT_OVERHEAD, SUBMIT, INFLIGHT)
+DISPATCH = Bench("dispatch", dispatch.parse_args, ("jobs",))
+FAIRNESS = Bench("fairness", fairness.parse_args, ("a_jobs",))
+BENCHES = (CLIENT_OVERHEAD, SUBMIT, INFLIGHT, DISPATCH, FAIRNESS)
 
 
 def _flag(key: str) -> str:
