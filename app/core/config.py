@@ -10,14 +10,17 @@ import re
 import sys
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Literal, Self
+from typing import TYPE_CHECKING, Literal, Self
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.runpod.client import RUNPOD_API_BASE
+
+if TYPE_CHECKING:
+    from app.scheduler.routes import Catalogue
 
 SIMULATOR_ENDPOINT_ID = "podrelay-sim"
 SIMULATOR_API_KEY = "simulator"
@@ -147,6 +150,11 @@ class Settings(BaseSettings):
         gt=0,
         le=60,
         description="Seconds between tracker ticks (polls, deadlines, downloads, webhooks).",
+    )
+    routes_file: Path | None = Field(
+        default=None,
+        description="A TOML catalogue of routes (models) and their RunPod endpoints, see "
+        "routes.example.toml; unset: one route, `default`, on RUNPOD_URL.",
     )
     max_in_flight: int = Field(
         default=0,
@@ -331,6 +339,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_runpod_target(self) -> Self:
         self.runpod_target  # noqa: B018 - resolving the target validates the RunPod settings
+        self.catalogue  # noqa: B018 - and the routes file, if there is one
         return self
 
     @model_validator(mode="after")
@@ -341,6 +350,17 @@ class Settings(BaseSettings):
         if self.environment is Environment.PRODUCTION and default_secret:
             raise ValueError("MEDIA_URL_SECRET must be set in production (it signs image URLs)")
         return self
+
+    @cached_property
+    def catalogue(self) -> "Catalogue":
+        """The routes and their endpoints: ROUTES_FILE's, or RUNPOD_URL's one route."""
+        from app.scheduler.routes import load_catalogue, single_route
+
+        target = self.runpod_target
+        key = target.api_key.get_secret_value()
+        if self.routes_file is None:
+            return single_route(target.base_url, target.endpoint_id, key)
+        return load_catalogue(self.routes_file, fallback_key=key)
 
     @property
     def runpod_target(self) -> RunPodTarget:

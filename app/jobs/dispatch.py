@@ -16,8 +16,9 @@ import math
 
 from loguru import logger
 
+from app.jobs.claims import Prepared, prepare
 from app.jobs.engine import JobEngine
-from app.jobs.submit import Prepared, prepare, send_prepared
+from app.jobs.submit import send_prepared
 from app.runpod import RunPodError
 from app.scheduler.capacity import in_flight, record_health, run_bucket
 

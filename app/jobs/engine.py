@@ -18,8 +18,8 @@ from app.media import open_store
 from app.media.store import MediaStore
 from app.runpod import RunPodClient
 from app.runpod.client import DEFAULT_MAX_CONNECTIONS
-from app.scheduler.routes import DEFAULT_ROUTE, Endpoint
-from app.services.runpod_client import client_from_settings
+from app.scheduler.routes import Catalogue, Endpoint
+from app.services.runpod_client import endpoint_client
 
 # RunPod calls in flight per process: as many as the client keeps connections for.
 RUNPOD_CONCURRENCY = DEFAULT_MAX_CONNECTIONS
@@ -34,7 +34,7 @@ class JobEngine:
     store: MediaStore
     gate: IntervalGate
     allowance: Allowance
-    _runpod: RunPodClient | None = field(default=None, init=False)
+    _clients: dict[str, RunPodClient] = field(default_factory=dict, init=False)
     _http: httpx.AsyncClient | None = field(default=None, init=False)
     _slots: asyncio.Semaphore | None = field(default=None, init=False)
     _tick_lock: asyncio.Lock | None = field(default=None, init=False)
@@ -50,17 +50,28 @@ class JobEngine:
         )
 
     @property
+    def catalogue(self) -> Catalogue:
+        return self.settings.catalogue
+
+    @property
     def endpoint(self) -> Endpoint:
-        """The endpoint of the default route: the one RUNPOD_URL names (or the simulator)."""
-        return Endpoint(id=self.settings.runpod_target.endpoint_id, route=DEFAULT_ROUTE)
+        """The default route's first endpoint: RUNPOD_URL's without a routes file."""
+        return self.catalogue.routes[self.catalogue.default].endpoints[0]
 
     @property
     def runpod(self) -> RunPodClient:
-        """The RunPod client, created on first use inside the engine's event loop."""
-        if self._runpod is None:
-            self._runpod = client_from_settings(self.settings)
-            self._runpod.on_attempt = observe_runpod_attempt
-        return self._runpod
+        """The client of `endpoint` (connection tests, queue statistics)."""
+        return self.client(self.endpoint.id)
+
+    def client(self, endpoint_id: str | None) -> RunPodClient:
+        """The RunPod client of an endpoint of the catalogue (of `endpoint` for an unknown or
+        missing id), created on first use inside the engine's event loop."""
+        endpoint = self.catalogue.endpoint(endpoint_id or "") or self.endpoint
+        client = self._clients.get(endpoint.id)
+        if client is None:
+            client = self._clients[endpoint.id] = endpoint_client(self.settings, endpoint)
+            client.on_attempt = observe_runpod_attempt
+        return client
 
     @property
     def runpod_slots(self) -> asyncio.Semaphore:
@@ -99,9 +110,10 @@ class JobEngine:
         """Close its clients and the database's connections (it can be used again)."""
         await self.allowance.aclose()
         await self.db.adispose()
-        if self._runpod is not None:
-            await self._runpod.aclose()
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
         if self._http is not None:
             await self._http.aclose()
-        self._runpod = self._http = None
+        self._http = None
         self._slots = self._tick_lock = None

@@ -7,23 +7,20 @@ arrives, and only one result is ever kept (see `app.jobs.webhooks`).
 """
 
 import asyncio
-import secrets
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import timedelta
-from itertools import groupby
-from typing import Any
 
 from loguru import logger
-from sqlalchemy import Row, insert, or_, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.batching import GroupRunner
-from app.core.config import Settings
-from app.core.db import database_now, utcnow
+from app.core.db import utcnow
+from app.jobs.claims import Prepared, prepare
 from app.jobs.engine import JobEngine
 from app.jobs.ledger import write_patiently
 from app.jobs.models import Job, Submission
-from app.jobs.service import SENDING, add_event, lock_jobs, move, release
+from app.jobs.service import add_event, lock_jobs, move, release
 from app.jobs.status import JobStatus
 from app.runpod import (
     AmbiguousSubmissionError,
@@ -34,24 +31,10 @@ from app.runpod import (
 )
 from app.runpod.client import deadline_policy
 from app.scheduler.capacity import run_bucket
-from app.scheduler.fair import advance_clock
-from app.scheduler.routes import Endpoint
-from app.services.generation_defaults import GenerationParams, build_runpod_input
 
 # Recording RunPod's answers is retried until this long before the lease ends.
 RECORD_MARGIN_S = 10.0
 FIRST_POLL_S = 1.0
-_SUBMISSIONS = Submission.metadata.tables[Submission.__tablename__]
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A claimed job with its submission open: what its POST /run sends."""
-
-    job_id: str
-    token: str
-    job_input: dict[str, Any]
-    remaining_s: float
 
 
 # A prepared job and what RunPod answered to its POST /run.
@@ -64,17 +47,34 @@ async def submit_job(engine: JobEngine, job_id: str) -> None:
 
 
 async def submit_jobs(engine: JobEngine, job_ids: list[str]) -> int:
-    """Submit these jobs now if they still need it (the seed's tasks ask for their own; the
-    dispatcher sends the queue's); returns how many were sent to RunPod."""
-    endpoint = engine.endpoint
-    prepared = await engine.db.run(prepare, engine.settings, endpoint, job_ids=job_ids)
-    if prepared:
-        await engine.allowance.acquire(endpoint.id, len(prepared), run_bucket(engine.settings))
-        await send_prepared(engine, prepared)
-    return len(prepared)
+    """Submit these jobs now if they still need it, each to its route's first endpoint (the
+    seed's tasks ask for their own; the dispatcher sends the queue's); returns how many were
+    sent to RunPod."""
+    sent = 0
+    for route, ids in (await engine.db.run(_by_route, job_ids)).items():
+        endpoint = engine.catalogue.routes[route].endpoints[0]
+        prepared = await engine.db.run(prepare, engine.settings, endpoint, job_ids=ids)
+        if prepared:
+            bucket = run_bucket(engine.settings)
+            await engine.allowance.acquire(endpoint.id, len(prepared), bucket)
+            await send_prepared(engine, prepared)
+        sent += len(prepared)
+    return sent
 
 
-async def send_prepared(engine: JobEngine, prepared: list[Prepared]) -> None:
+def _by_route(session: Session, job_ids: list[str]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for job_id, route in session.execute(select(Job.id, Job.route).where(Job.id.in_(job_ids))):
+        found.setdefault(route, []).append(job_id)
+    return found
+
+
+async def send_prepared(
+    engine: JobEngine,
+    prepared: list[Prepared],
+    *,
+    on_answer: Callable[[Prepared, JobState | RunPodError], None] | None = None,
+) -> None:
     """POST /run each prepared job, concurrently, and record each answer as soon as it arrives:
     until then a kill -9 loses its RunPod id, and the job would run twice at RunPod. Answers
     that arrive while one group is being recorded share the next transaction."""
@@ -88,9 +88,12 @@ async def send_prepared(engine: JobEngine, prepared: list[Prepared]) -> None:
     recorder: GroupRunner[_Answer, str | None] = GroupRunner(record, parallel=1)
 
     async def submit(item: Prepared) -> None:
-        duplicate = await recorder.run((item, await _send(engine, item)))
+        answer = await _send(engine, item)
+        if on_answer is not None:
+            on_answer(item, answer)
+        duplicate = await recorder.run((item, answer))
         if duplicate:
-            await cancel_quietly(engine, duplicate)
+            await cancel_quietly(engine, duplicate, item.endpoint_id)
 
     outcomes = await asyncio.gather(*(submit(item) for item in prepared), return_exceptions=True)
     # Raised only once every answer had its chance to be recorded.
@@ -102,7 +105,7 @@ async def send_prepared(engine: JobEngine, prepared: list[Prepared]) -> None:
 async def _send(engine: JobEngine, item: Prepared) -> JobState | RunPodError:
     async with engine.runpod_slots:
         try:
-            return await engine.runpod.run(
+            return await engine.client(item.endpoint_id).run(
                 item.job_input,
                 webhook=engine.webhook_url(item.token),
                 policy=deadline_policy(item.remaining_s),
@@ -133,121 +136,10 @@ def _record(session: Session, engine: JobEngine, answers: list[_Answer]) -> list
     return duplicates
 
 
-def prepare(
-    session: Session,
-    settings: Settings,
-    endpoint: Endpoint,
-    *,
-    job_ids: list[str] | None = None,
-    limit: int = 0,
-) -> list[Prepared]:
-    """Claim pending jobs and open a submission to `endpoint` for each: the given jobs, or the
-    next `limit` of the endpoint's route in dispatch order (priority, then fair tag). A job
-    already claimed, submitted or past its deadline is left out (the deadline is the
-    tracker's: `enforce_deadlines`)."""
-    now = database_now(session)
-    claimable = [
-        Job.status == JobStatus.PENDING.value,
-        Job.runpod_job_id.is_(None),
-        or_(Job.claimed_until.is_(None), Job.claimed_until < now),
-        Job.deadline_at > now,
-    ]
-    if job_ids is None:
-        job_ids = list(
-            session.scalars(
-                select(Job.id)
-                .where(*claimable, Job.route == endpoint.route, Job.next_poll_at <= now)
-                .order_by(Job.priority, Job.fair_tag)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-        )
-    if not job_ids:
-        return []
-    claimed = session.execute(
-        update(Job)
-        .where(Job.id.in_(job_ids), *claimable)
-        .values(
-            claim_token=secrets.token_hex(8),
-            claimed_until=now + timedelta(seconds=settings.submit_lease),
-            attempts=Job.attempts + 1,
-            endpoint=endpoint.id,
-            updated_at=now,
-        )
-        .returning(
-            Job.id,
-            Job.prompt,
-            Job.negative_prompt,
-            Job.params,
-            Job.deadline_at,
-            Job.attempts,
-            Job.route,
-            Job.priority,
-            Job.fair_tag,
-        )
-        .execution_options(synchronize_session=False)
-    ).all()
-    if not claimed:
-        return []
-    close_unanswered(session, [row.id for row in claimed if row.attempts > 1])
-    prepared = [
-        Prepared(
-            job_id=row.id,
-            token=secrets.token_urlsafe(24),
-            job_input=build_runpod_input(
-                row.prompt, row.negative_prompt, GenerationParams.model_validate(row.params)
-            ),
-            remaining_s=(row.deadline_at - now).total_seconds(),
-        )
-        for row in claimed
-    ]
-    session.execute(
-        insert(_SUBMISSIONS),
-        [
-            {
-                "job_id": item.job_id,
-                "token": item.token,
-                "outcome": SENDING,
-                "endpoint": endpoint.id,
-                "created_at": now,
-            }
-            for item in prepared
-        ],
-    )
-    for queue, rows in groupby(sorted(claimed, key=_queue), key=_queue):
-        advance_clock(session, queue, max(row.fair_tag for row in rows))
-    return prepared
-
-
-def _queue(row: Row[Any]) -> tuple[str, int]:
-    return (row.route, row.priority)
-
-
-def close_unanswered(session: Session, job_ids: list[str]) -> None:
-    """Attempts still `sending` were cut off (their worker stopped) before RunPod's answer was
-    recorded, so RunPod may be running them. With webhooks, the orphan's webhook names it and it
-    is cancelled; without, nothing ever will (RunPod lists no jobs), so the job's timeline and
-    the submission say so."""
-    if not job_ids:
-        return
-    by_id = {job.id: job for job in session.scalars(select(Job).where(Job.id.in_(job_ids)))}
-    query = select(Submission).where(Submission.job_id.in_(by_id), Submission.outcome == SENDING)
-    for submission in session.scalars(query):
-        submission.outcome = "ambiguous"
-        submission.error = "the worker stopped before RunPod's answer was recorded"
-        add_event(
-            session,
-            by_id[submission.job_id],
-            "submission_in_doubt",
-            message="an earlier attempt may be running at RunPod; its result is not kept",
-            data={"submission_id": submission.id},
-        )
-
-
-async def cancel_quietly(engine: JobEngine, runpod_job_id: str) -> None:
+async def cancel_quietly(engine: JobEngine, runpod_job_id: str, endpoint_id: str | None) -> None:
     try:
         async with engine.runpod_slots:
-            await engine.runpod.cancel(runpod_job_id)
+            await engine.client(endpoint_id).cancel(runpod_job_id)
     except RunPodError as error:
         logger.warning("[RUNPOD TASK] could not cancel RunPod job {}: {}", runpod_job_id, error)
 
@@ -279,6 +171,8 @@ def _record_failure(
     ambiguous = isinstance(error, AmbiguousSubmissionError)
     submission.outcome = "ambiguous" if ambiguous else "rejected"
     submission.error = error.message
+    if not ambiguous and job.endpoint == submission.endpoint:
+        job.endpoint = None  # RunPod never had it: any endpoint may take it next
     if JobStatus(job.status).is_terminal or job.runpod_job_id:
         release(job, next_check_at=job.next_poll_at)
         return

@@ -9,6 +9,7 @@ and each polls at most its share of RunPod's /status limit, so the rate never ex
 import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import NamedTuple
 
 from loguru import logger
 from sqlalchemy import select
@@ -29,6 +30,14 @@ from app.runpod import JobState, NotFoundError, RunPodError
 _LEASE_MARGIN_S = 10.0
 # Keep a tenth of RunPod's /status allowance spare for status calls made elsewhere.
 _RATE_SHARE = 0.9
+
+
+class Target(NamedTuple):
+    """A job the tracker reads at RunPod: its id there, and the endpoint that has it."""
+
+    job_id: str
+    runpod_job_id: str | None
+    endpoint_id: str | None
 
 
 @dataclass
@@ -82,7 +91,7 @@ async def poll_due(engine: JobEngine) -> int:
     targets = await engine.db.run(_claim_polls, engine)
     if not targets:
         return 0
-    readings = await asyncio.gather(*(_read(engine, runpod_id) for _, runpod_id in targets))
+    readings = await asyncio.gather(*(_read(engine, target) for target in targets))
     # Within the lease, a database outage delays the readings instead of stranding the jobs
     # until their lease ends.
     deadline = lease_ends - _LEASE_MARGIN_S
@@ -90,7 +99,7 @@ async def poll_due(engine: JobEngine) -> int:
     return len(targets)
 
 
-def _claim_polls(session: Session, engine: JobEngine) -> list[tuple[str, str]]:
+def _claim_polls(session: Session, engine: JobEngine) -> list[Target]:
     due = session.scalars(
         select(Job.id)
         .where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
@@ -99,18 +108,18 @@ def _claim_polls(session: Session, engine: JobEngine) -> list[tuple[str, str]]:
         .limit(poll_budget(engine))
     ).all()
     jobs = claim(session, list(due), lease_s=engine.settings.poll_lease)
-    return [(job.id, job.runpod_job_id or "") for job in jobs]
+    return [Target(job.id, job.runpod_job_id or "", job.endpoint) for job in jobs]
 
 
 def _apply_readings(
     session: Session,
     engine: JobEngine,
-    targets: list[tuple[str, str]],
+    targets: list[Target],
     readings: list[JobState | RunPodError],
 ) -> None:
-    lock_jobs(session, (job_id for job_id, _ in targets))
+    lock_jobs(session, (target.job_id for target in targets))
     now = database_now(session)
-    for (job_id, runpod_id), reading in zip(targets, readings, strict=True):
+    for (job_id, runpod_id, _), reading in zip(targets, readings, strict=True):
         job = locked_job(session, job_id)
         job.polls += 1
         if isinstance(reading, JobState):
@@ -131,10 +140,10 @@ def _apply_readings(
         release(job, next_check_at=utcnow() + timedelta(seconds=next_poll_delay(engine, job)))
 
 
-async def _read(engine: JobEngine, runpod_job_id: str) -> JobState | RunPodError:
+async def _read(engine: JobEngine, target: Target) -> JobState | RunPodError:
     async with engine.runpod_slots:
         try:
-            return await engine.runpod.status(runpod_job_id)
+            return await engine.client(target.endpoint_id).status(target.runpod_job_id or "")
         except RunPodError as error:
             return error
 
@@ -164,7 +173,7 @@ async def enforce_deadlines(engine: JobEngine) -> int:
     if not targets:
         return 0
     readings = await asyncio.gather(
-        *(_read(engine, runpod_id) for _, runpod_id in targets if runpod_id)
+        *(_read(engine, target) for target in targets if target.runpod_job_id)
     )
     final = {
         reading.id: reading
@@ -173,11 +182,13 @@ async def enforce_deadlines(engine: JobEngine) -> int:
     }
     # In a thread: a result that arrived meanwhile may carry images to store.
     to_cancel = await engine.db.run_in_thread(_settle_overdue, engine, targets, final)
-    await asyncio.gather(*(cancel_quietly(engine, runpod_id) for runpod_id in to_cancel))
+    await asyncio.gather(
+        *(cancel_quietly(engine, t.runpod_job_id or "", t.endpoint_id) for t in to_cancel)
+    )
     return len(targets)
 
 
-def _claim_overdue(session: Session, engine: JobEngine) -> list[tuple[str, str | None]]:
+def _claim_overdue(session: Session, engine: JobEngine) -> list[Target]:
     overdue = (
         select(Job.id)
         .where(Job.status.in_([status.value for status in ACTIVE]))
@@ -191,26 +202,27 @@ def _claim_overdue(session: Session, engine: JobEngine) -> list[tuple[str, str |
         )
     ).all()
     jobs = claim(session, [*unsent, *sent], lease_s=engine.settings.poll_lease)
-    return [(job.id, job.runpod_job_id) for job in jobs]
+    return [Target(job.id, job.runpod_job_id, job.endpoint) for job in jobs]
 
 
 def _settle_overdue(
     session: Session,
     engine: JobEngine,
-    targets: list[tuple[str, str | None]],
+    targets: list[Target],
     final: dict[str, JobState],
-) -> list[str]:
+) -> list[Target]:
     """Time out the overdue jobs (or record the result that came meanwhile); returns the
     RunPod jobs to cancel."""
-    to_cancel: list[str] = []
-    lock_jobs(session, (job_id for job_id, _ in targets))
-    for job_id, runpod_id in targets:
+    to_cancel: list[Target] = []
+    lock_jobs(session, (target.job_id for target in targets))
+    for target in targets:
+        job_id, runpod_id = target.job_id, target.runpod_job_id
         job = locked_job(session, job_id)
         if runpod_id and runpod_id in final:
             apply_state(session, job, final[runpod_id], store=engine.store, source="deadline")
         else:
             _time_out(session, job)
             if runpod_id:
-                to_cancel.append(runpod_id)
+                to_cancel.append(target)
         release(job, next_check_at=None)
     return to_cancel

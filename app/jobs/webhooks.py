@@ -43,7 +43,8 @@ class WebhookRejected(PodrelayError):
 class WebhookOutcome:
     job_id: str
     changed: bool
-    cancel_runpod_jobs: list[str] = field(default_factory=list)
+    # (RunPod job, its endpoint) to cancel: a duplicate no longer needed.
+    cancel_runpod_jobs: list[tuple[str, str | None]] = field(default_factory=list)
 
 
 def receive_runpod_webhooks(
@@ -86,9 +87,9 @@ def _receive(
     job = locked_job(session, submission.job_id)
     outcome = WebhookOutcome(job_id=job.id, changed=False)
     if job.runpod_job_id is None and not JobStatus(job.status).is_terminal:
-        job.runpod_job_id = state.id
+        job.runpod_job_id, job.endpoint = state.id, submission.endpoint
     elif job.runpod_job_id != state.id:
-        _resolve_duplicate(session, job, state, outcome)
+        _resolve_duplicate(session, job, state, outcome, submission.endpoint)
         if job.runpod_job_id != state.id:
             return outcome
     outcome.changed = apply_state(session, job, state, store=store, source="webhook")
@@ -107,7 +108,7 @@ def _belongs_to_another_submission(
 
 
 def _resolve_duplicate(
-    session: Session, job: Job, state: JobState, outcome: WebhookOutcome
+    session: Session, job: Job, state: JobState, outcome: WebhookOutcome, endpoint: str | None
 ) -> None:
     """Two RunPod jobs for one of ours: keep the first result, cancel whatever still runs."""
     add_event(
@@ -116,10 +117,10 @@ def _resolve_duplicate(
     takes_over = state.status is RunPodStatus.COMPLETED and not JobStatus(job.status).is_terminal
     if takes_over:
         if job.runpod_job_id:
-            outcome.cancel_runpod_jobs.append(job.runpod_job_id)
-        job.runpod_job_id = state.id
+            outcome.cancel_runpod_jobs.append((job.runpod_job_id, job.endpoint))
+        job.runpod_job_id, job.endpoint = state.id, endpoint
     elif not state.is_terminal:
-        outcome.cancel_runpod_jobs.append(state.id)
+        outcome.cancel_runpod_jobs.append((state.id, endpoint))
 
 
 @dataclass(frozen=True)
@@ -180,5 +181,5 @@ def _follow_up(outcomes: Sequence[WebhookOutcome | WebhookRejected], image_jobs:
         send_task("store_images_task", image_jobs)
     for outcome in outcomes:
         if isinstance(outcome, WebhookOutcome):
-            for runpod_job_id in outcome.cancel_runpod_jobs:
-                send_task("cancel_runpod_job_task", runpod_job_id)
+            for runpod_job_id, endpoint in outcome.cancel_runpod_jobs:
+                send_task("cancel_runpod_job_task", runpod_job_id, endpoint)

@@ -30,6 +30,7 @@ from app.runpod import (
     images_of,
 )
 from app.runpod.client import deadline_policy
+from app.scheduler.routes import Endpoint
 from app.services.generation_defaults import DEFAULT_PARAMS, GenerationParams, build_runpod_input
 
 DEMO_PROMPT = "beautiful anime girl, detailed eyes"
@@ -57,10 +58,19 @@ class GenerationResult:
 def client_from_settings(settings: Settings) -> RunPodClient:
     """Build a client for the configured endpoint (or the simulator)."""
     target = settings.runpod_target
+    return _client(settings, target.base_url, target.endpoint_id, target.api_key.get_secret_value())
+
+
+def endpoint_client(settings: Settings, endpoint: Endpoint) -> RunPodClient:
+    """Build a client for one endpoint of the routes catalogue."""
+    return _client(settings, endpoint.base_url, endpoint.id, endpoint.api_key)
+
+
+def _client(settings: Settings, base_url: str, endpoint_id: str, api_key: str) -> RunPodClient:
     return RunPodClient(
-        api_key=target.api_key.get_secret_value(),
-        endpoint_id=target.endpoint_id,
-        base_url=target.base_url,
+        api_key=api_key,
+        endpoint_id=endpoint_id,
+        base_url=base_url,
         timeout=httpx.Timeout(
             settings.runpod_read_timeout, connect=settings.runpod_connect_timeout
         ),

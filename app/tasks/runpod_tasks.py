@@ -137,8 +137,9 @@ def store_images_task(job_ids: list[str]) -> None:
 
 
 @celery_app.task(acks_late=True, ignore_result=True)
-def cancel_runpod_job_task(runpod_job_id: str) -> None:
-    run(cancel_quietly(get_engine(), runpod_job_id))
+def cancel_runpod_job_task(runpod_job_id: str, endpoint_id: str | None = None) -> None:
+    """Cancel a RunPod job at its endpoint (the default route's when none is named)."""
+    run(cancel_quietly(get_engine(), runpod_job_id, endpoint_id))
 
 
 @celery_app.task(ignore_result=True)

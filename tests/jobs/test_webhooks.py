@@ -128,7 +128,7 @@ def test_duplicate_that_finishes_first_wins_and_the_other_is_cancelled(engine: J
         service.move(session, job, JobStatus.QUEUED)
         retry_token = retry.token
     outcome = deliver(engine, orphan_token, completed("rp-orphan"))
-    assert outcome.cancel_runpod_jobs == ["rp-retry"]
+    assert [runpod_id for runpod_id, _ in outcome.cancel_runpod_jobs] == ["rp-retry"]
     assert load(engine, job_id).status == JobStatus.COMPLETED
     # The other job's own result, if it still arrives, is not a second result.
     assert not deliver(engine, retry_token, completed("rp-retry")).changed
@@ -142,7 +142,7 @@ def test_duplicate_still_running_is_cancelled(engine: JobEngine) -> None:
         job.runpod_job_id = "rp-kept"
         service.move(session, job, JobStatus.QUEUED)
     outcome = deliver(engine, orphan_token, {"id": "rp-orphan", "status": "IN_PROGRESS"})
-    assert outcome.cancel_runpod_jobs == ["rp-orphan"]
+    assert [runpod_id for runpod_id, _ in outcome.cancel_runpod_jobs] == ["rp-orphan"]
     assert load(engine, job_id).runpod_job_id == "rp-kept"
 
 

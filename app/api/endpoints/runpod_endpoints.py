@@ -179,13 +179,13 @@ def cancel(task_id: PathId, caller: CallerDep, engine: EngineDep) -> JobOut:
     with engine.db.session() as session:
         job = _owned_job(session, caller, task_id)
         try:
-            runpod_job_id = cancel_job(session, job)
+            runpod_job_id, endpoint = cancel_job(session, job), job.endpoint
         except JobAlreadyFinished as error:
             raise Conflict(f"the job already ended: {error.status}", code="job_finished") from None
         job_id = job.id
     if runpod_job_id:
         try:
-            send_task("cancel_runpod_job_task", runpod_job_id)
+            send_task("cancel_runpod_job_task", runpod_job_id, endpoint)
         except Exception as error:  # noqa: BLE001 - RunPod's deadline policy stops it anyway
             logger.warning("could not enqueue the RunPod cancel of {}: {}", runpod_job_id, error)
     return _job_view(engine, job_id)
