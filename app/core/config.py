@@ -362,6 +362,13 @@ class Settings(BaseSettings):
             return single_route(target.base_url, target.endpoint_id, key)
         return load_catalogue(self.routes_file, fallback_key=key)
 
+    def price_of(self, route: str) -> float:
+        """USD per GPU second on a route: its own price, or GPU_PRICE_PER_SECOND."""
+        found = self.catalogue.routes.get(route)
+        if found is not None and found.price_per_second is not None:
+            return found.price_per_second
+        return self.gpu_price_per_second
+
     @property
     def runpod_target(self) -> RunPodTarget:
         """Resolve the RunPod settings into one target, or the simulator when none are given."""

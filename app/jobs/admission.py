@@ -18,6 +18,7 @@ earlier one's key is that one's replay.
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from sqlalchemy import func, literal, select, union_all
 from sqlalchemy.orm import Session
@@ -36,7 +37,7 @@ from app.core.errors import (
 )
 from app.jobs import service
 from app.jobs.models import Job
-from app.jobs.options import GenerationOptions, params_json
+from app.jobs.options import GenerationOptions
 from app.jobs.service import NewJob, RecordedJob, new_id
 from app.jobs.status import ACTIVE
 from app.scheduler.fair import Priority
@@ -60,6 +61,7 @@ class JobRequest:
     caller: Caller
     prompts: tuple[str, ...]
     options: GenerationOptions
+    params: dict[str, Any]  # the generation parameters on its route (`route_and_params`)
     timeout_s: float  # from `check_options`
     batch: bool = False
     idempotency: IdempotencyKey | None = None
@@ -215,7 +217,7 @@ def _jobs_of(request: JobRequest) -> list[NewJob]:
         NewJob(
             owner=request.caller.owner,
             prompt=prompt,
-            params=params_json(options),
+            params=request.params,
             timeout_s=request.timeout_s,
             negative_prompt=options.negative_prompt,
             webhook_url=str(options.webhook_url) if options.webhook_url else None,

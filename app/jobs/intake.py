@@ -18,7 +18,7 @@ from app.core.config import Settings
 from app.core.db import Database
 from app.core.errors import Conflict, PodrelayError
 from app.jobs.admission import Accepted, IdempotencyKey, JobRequest, accept_requests
-from app.jobs.options import GenerationOptions, check_options
+from app.jobs.options import GenerationOptions, check_options, route_and_params
 
 
 def job_request(
@@ -32,11 +32,15 @@ def job_request(
     celery_task_id: str | None = None,
     batch_id: str | None = None,
 ) -> JobRequest:
-    """A request whose options passed `check_options` (which may resolve a host name)."""
+    """A request whose options passed `check_options` (which may resolve a host name), on the
+    route it names, with that route's parameters."""
+    route, params = route_and_params(settings, options)
     return JobRequest(
         caller=caller,
         prompts=tuple(prompts),
         options=options,
+        params=params,
+        route=route,
         timeout_s=check_options(settings, options),
         priority=options.priority,
         batch=batch,

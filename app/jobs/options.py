@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from pydantic import AnyHttpUrl, Field, StringConstraints, TypeAdapter
 
 from app.core.config import Settings
-from app.core.errors import PodrelayError
+from app.core.errors import PodrelayError, Unprocessable
 from app.notify.urls import UnsafeWebhookUrl, check_webhook_url
 from app.scheduler.fair import Priority
 from app.services.generation_defaults import MAX_PROMPT_LENGTH, GenerationParams
@@ -38,6 +38,13 @@ class GenerationOptions(GenerationParams):
         default=None, gt=0, description="Seconds before the job is cancelled (default 300)."
     )
     webhook_url: WebhookUrl | None = None
+    model: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[a-z0-9][a-z0-9._-]*$",
+        description="The route (model) to run on, as `GET /models` lists them; unset: the "
+        "default route.",
+    )
     priority: Priority = Field(
         default=Priority.NORMAL,
         description="`high`, `normal` or `low`: higher leaves the queue first; a key may ask "
@@ -66,3 +73,34 @@ def check_options(settings: Settings, options: GenerationOptions) -> float:
 def params_json(options: GenerationOptions) -> dict[str, Any]:
     """The generation parameters among the options, as JSON values (what a job keeps)."""
     return options.model_dump(mode="json", include=_PARAM_FIELDS)
+
+
+def route_and_params(settings: Settings, options: GenerationOptions) -> tuple[str, dict[str, Any]]:
+    """The route the request asks for (422 `unknown_model` for none of the catalogue's), and
+    its jobs' parameters: the request's, the route's defaults for those it left out, within the
+    route's bounds (422 `out_of_bounds` past them)."""
+    catalogue = settings.catalogue
+    name = options.model or catalogue.default
+    route = catalogue.routes.get(name)
+    if route is None:
+        raise Unprocessable(
+            f"unknown model {name!r}; the models are: {', '.join(sorted(catalogue.routes))}",
+            code="unknown_model",
+        )
+    params = params_json(options)
+    params.update(
+        {key: value for key, value in route.defaults.items() if key not in options.model_fields_set}
+    )
+    bounds = route.bounds
+    limits = {
+        "width": bounds.max_width,
+        "height": bounds.max_height,
+        "num_inference_steps": bounds.max_steps,
+        "num_images": bounds.max_images,
+    }
+    for key, limit in limits.items():
+        if params[key] > limit:
+            raise Unprocessable(
+                f"{key} must be at most {limit} on the {name!r} model", code="out_of_bounds"
+            )
+    return name, params

@@ -35,6 +35,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from app.services.generation_defaults import GenerationParams
+
 DEFAULT_ROUTE = "default"
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _ENDPOINT_URL = re.compile(r"^(?P<base>https?://[^/\s]+(?:/[^\s]*)?/v2)/(?P<ep>[\w-]+)/?$")
@@ -92,6 +94,7 @@ class RouteConfig(BaseModel):
 
     @model_validator(mode="after")
     def _template_for_kind(self) -> "RouteConfig":
+        GenerationParams.model_validate(self.defaults)  # known fields with valid values
         if self.kind is WorkerKind.COMFYUI and self.workflow is None:
             raise ValueError("a comfyui route needs `workflow`, a workflow JSON file")
         if self.kind is WorkerKind.CUSTOM and self.template is None:

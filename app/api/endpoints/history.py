@@ -85,9 +85,9 @@ def list_jobs(
     jobs = list(
         session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))
     )
-    price = engine.settings.gpu_price_per_second
+    price = engine.settings.price_of
     return JobPage(
-        items=[job_out(job, price_per_second=price) for job in jobs[:limit]],
+        items=[job_out(job, price_per_second=price(job.route)) for job in jobs[:limit]],
         next_cursor=jobs[limit - 1].id if len(jobs) > limit else None,
     )
 
@@ -101,7 +101,8 @@ def get_batch(
     batch = session.get(Batch, batch_id)
     if batch is None or batch.owner != caller.owner:
         raise NotFound("no such batch", code="batch_not_found")
-    return batch_out(batch, price_per_second=engine.settings.gpu_price_per_second)
+    route = batch.jobs[0].route if batch.jobs else ""
+    return batch_out(batch, price_per_second=engine.settings.price_of(route))
 
 
 async def owned_job_id(job_id: PathId, caller: CallerDep, engine: EngineDep) -> str:
@@ -228,7 +229,7 @@ def delete_job(
         ) from None
     with engine.db.session() as session:
         job = session.get_one(Job, job_id)
-        return job_out(job, price_per_second=engine.settings.gpu_price_per_second)
+        return job_out(job, price_per_second=engine.settings.price_of(job.route))
 
 
 @router.get(
@@ -249,7 +250,8 @@ def usage(caller: CallerDep, session: SessionDep, engine: EngineDep) -> UsageOut
         day.completed += job.status == JobStatus.COMPLETED
         day.images += sum(was_stored(image) for image in job.images)
         day.gpu_seconds += (job.execution_ms or 0) / 1000
+        day.estimated_usd += (job.execution_ms or 0) / 1000 * engine.settings.price_of(job.route)
     for day in days.values():
         day.gpu_seconds = round(day.gpu_seconds, 3)
-        day.estimated_usd = round(day.gpu_seconds * price, 6)
+        day.estimated_usd = round(day.estimated_usd, 6)
     return UsageOut(days=sorted(days.values(), key=lambda d: d.day), gpu_price_per_second=price)

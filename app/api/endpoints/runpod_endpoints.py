@@ -77,7 +77,7 @@ def _job_view(engine: JobEngine, job_id: str, *, replayed: bool = False) -> JobO
         job = session.get_one(Job, job_id)
         return job_out(
             job,
-            price_per_second=engine.settings.gpu_price_per_second,
+            price_per_second=engine.settings.price_of(job.route),
             place=place_of(session, job),
             replayed=replayed,
         )
@@ -86,7 +86,7 @@ def _job_view(engine: JobEngine, job_id: str, *, replayed: bool = False) -> JobO
 def _batch_view(engine: JobEngine, batch_id: str) -> BatchOut:
     with engine.db.session() as session:
         batch = session.get_one(Batch, batch_id)
-        price = engine.settings.gpu_price_per_second
+        price = engine.settings.price_of(batch.jobs[0].route if batch.jobs else "")
         return batch_out(batch, price_per_second=price, replayed=True)
 
 
@@ -169,7 +169,7 @@ async def generate_batch(
 def status(task_id: PathId, caller: CallerDep, session: SessionDep, engine: EngineDep) -> JobOut:
     """Accepts the job id, or the Celery task id a seed-style task returned."""
     job = _owned_job(session, caller, task_id)
-    price = engine.settings.gpu_price_per_second
+    price = engine.settings.price_of(job.route)
     return job_out(job, price_per_second=price, place=place_of(session, job))
 
 

@@ -47,6 +47,7 @@ class GenerationOptions(TypedDict, total=False):
     add_default_prompts: bool
     timeout: float | None  # seconds before the job is cancelled
     webhook_url: str | None  # Podrelay POSTs a signed event there when the job ends
+    model: str | None  # a route of `GET /models`; unset: the default route
     priority: Literal["high", "normal", "low"]  # up to the key's maximum
 
 

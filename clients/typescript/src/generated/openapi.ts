@@ -676,6 +676,11 @@ export interface components {
             /** Webhook Url */
             webhook_url?: string | null;
             /**
+             * Model
+             * @description The route (model) to run on, as `GET /models` lists them; unset: the default route.
+             */
+            model?: string | null;
+            /**
              * @description `high`, `normal` or `low`: higher leaves the queue first; a key may ask for up to its own maximum (403 `priority_not_allowed` past it).
              * @default normal
              */
@@ -806,6 +811,11 @@ export interface components {
             timeout?: number | null;
             /** Webhook Url */
             webhook_url?: string | null;
+            /**
+             * Model
+             * @description The route (model) to run on, as `GET /models` lists them; unset: the default route.
+             */
+            model?: string | null;
             /**
              * @description `high`, `normal` or `low`: higher leaves the queue first; a key may ask for up to its own maximum (403 `priority_not_allowed` past it).
              * @default normal
