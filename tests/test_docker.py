@@ -218,6 +218,44 @@ def test_health_checks_and_start_order(compose: Compose, file: str) -> None:
     assert found["flower"]["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
+def test_the_bucket_serves_objects_by_key_and_lists_nothing(
+    base: dict[str, dict[str, Any]],
+) -> None:
+    """minio-init gives anonymous readers s3:GetObject on the bucket's objects and nothing
+    else: no s3:ListBucket (what `mc anonymous set download` also grants), which would hand out
+    every image's key. tests/docker/test_stack.py reads an image through it."""
+    init = base["minio-init"]
+    mounts = {volume["target"]: volume["source"] for volume in map(mount, init["volumes"])}
+    assert init["entrypoint"] == ["sh", "-c"]
+    (script,) = as_list(init["command"])
+    match = re.search(r"mc anonymous set-json (\S+) local/(\S+)", script)
+    assert match, script
+    policy_path, bucket = match.groups()
+    assert bucket == podrelay_settings(base["api"]).s3_bucket
+    assert f"mc mb --ignore-existing local/{bucket}" in script
+    policy = json.loads(Path(mounts[policy_path]).read_text())
+    granted = {
+        (action, resource)
+        for statement in policy["Statement"]
+        for action in as_list(statement["Action"])
+        for resource in as_list(statement["Resource"])
+        if statement["Effect"] == "Allow"
+    }
+    assert granted == {("s3:GetObject", f"arn:aws:s3:::{bucket}/*")}
+
+
+def mount(volume: str | dict[str, Any]) -> dict[str, str]:
+    """A bind mount as compose v2 prints it (v1: `source:target:mode`)."""
+    if isinstance(volume, dict):
+        return {"source": volume["source"], "target": volume["target"]}
+    source, target = volume.split(":")[:2]
+    return {"source": source, "target": target}
+
+
+def as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else value
+
+
 @pytest.mark.parametrize("file", [COMPOSE, COMPOSE_LOCAL])
 def test_ports_are_published_on_loopback(compose: Compose, file: str) -> None:
     found = compose.services("-f", file, "--profile", "simulator")
@@ -225,6 +263,9 @@ def test_ports_are_published_on_loopback(compose: Compose, file: str) -> None:
     assert published(found["flower"]) == {("127.0.0.1", 5555, 5555)}
     assert published(found["simulator"]) == {("127.0.0.1", 8001, 8001)}
     assert not any(published(found[name]) for name in ("postgres", "redis", "worker", "beat"))
+    if file == COMPOSE:  # browsers load the images from MinIO
+        assert published(found["minio"]) == {("127.0.0.1", 9000, 9000)}
+        assert not published(found["minio-init"])
 
 
 def test_host_ports_and_base_image_come_from_the_host(compose: Compose) -> None:
@@ -232,6 +273,7 @@ def test_host_ports_and_base_image_come_from_the_host(compose: Compose) -> None:
         "HOST_API_PORT": "18000",
         "HOST_FLOWER_PORT": "15555",
         "HOST_SIMULATOR_PORT": "18001",
+        "HOST_MINIO_PORT": "19000",
         "HOST_PROMETHEUS_PORT": "19090",
         "HOST_GRAFANA_PORT": "13000",
         "BASE_IMAGE": "python:3.11-slim@sha256:" + "0" * 64,
@@ -242,6 +284,7 @@ def test_host_ports_and_base_image_come_from_the_host(compose: Compose) -> None:
     assert published(found["api"]) == {("127.0.0.1", 18000, 8000)}
     assert published(found["flower"]) == {("127.0.0.1", 15555, 5555)}
     assert published(found["simulator"]) == {("127.0.0.1", 18001, 8001)}
+    assert published(found["minio"]) == {("127.0.0.1", 19000, 9000)}
     assert published(found["prometheus"]) == {("127.0.0.1", 19090, 9090)}
     assert published(found["grafana"]) == {("127.0.0.1", 13000, 3000)}
     for name in ("api", "worker"):

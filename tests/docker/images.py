@@ -4,8 +4,9 @@
   answers, a Debian root file system with Debian's python3, made by debootstrap and imported
   with `docker import`; it carries this machine's CA bundle and a pip.conf naming it, so pip in
   the builds trusts what the host trusts (a TLS-inspecting proxy included).
-- Stand-ins for the compose file's PostgreSQL and Redis images when those cannot be pulled
-  (stand-in.Dockerfile: Debian's packages on the base image).
+- Stand-ins for the compose file's PostgreSQL, Redis and MinIO images (server and client)
+  when those cannot be pulled (stand-in.Dockerfile: Debian's PostgreSQL and Redis, moto's S3
+  server and mc_stand_in.py, at pyproject.toml's pins, on the base image).
 - Podrelay's two images, from the repository's Dockerfiles with `BASE_IMAGE`.
 
 Each image is tagged by a hash of what goes into it (recipe, files, base image id), so an
@@ -18,8 +19,12 @@ import os
 import shutil
 import subprocess
 import tempfile
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -32,6 +37,8 @@ PIP_CONF = "[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n"
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 BUILD_TIMEOUT_S = 900
 KEPT_TAGS = 3
+# Files of this folder that go into the stand-in image.
+STAND_IN_FILES = ("stand-in-entrypoint.sh", "mc_stand_in.py")
 
 
 class DockerError(RuntimeError):
@@ -170,6 +177,17 @@ def podrelay_inputs() -> str:
     return digest(*(f"{f.relative_to(ROOT)}\0".encode() + f.read_bytes() for f in kept))
 
 
+def pinned(name: str) -> str:
+    """pyproject.toml's requirement line for distribution `name` (dependencies or extras)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"].values()
+    lines = [*project["dependencies"], *(line for extra in extras for line in extra)]
+    found = [line for line in lines if canonicalize_name(Requirement(line).name) == name]
+    if len(found) != 1:
+        raise DockerError(f"pyproject.toml names {name} {len(found)} times, not once")
+    return str(found[0])
+
+
 @dataclass(frozen=True)
 class Images:
     base: str
@@ -192,14 +210,14 @@ def podrelay_images(public_services: dict[str, str]) -> Images:
     missing = [name for name, image in public_services.items() if not obtainable(image)]
     stand_ins: dict[str, str] = {}
     if missing:
-        dockerfile = HERE / "stand-in.Dockerfile"
-        entrypoint = (HERE / "stand-in-entrypoint.sh").read_bytes()
         stand_in = build(
             "podrelay-test-stand-in",
-            dockerfile,
+            HERE / "stand-in.Dockerfile",
             HERE,
-            digest(entrypoint, base_id),
+            digest(*((HERE / name).read_bytes() for name in STAND_IN_FILES), base_id),
             BASE_IMAGE=base,
+            MOTO_REQUIREMENT=pinned("moto"),
+            BOTO3_REQUIREMENT=pinned("boto3"),
         )
         stand_ins = dict.fromkeys(missing, stand_in)
     return Images(base=base, api=api, worker=worker, stand_ins=stand_ins)

@@ -1,6 +1,8 @@
 #!/bin/sh
 # `postgres`: initialise PGDATA from POSTGRES_USER/PASSWORD/DB once, then serve on all
 # addresses with password logins. `redis-server ARGS`: Redis as the official image runs it.
+# `server DIR ...` (minio/minio's command): an S3-compatible server on port 9000, moto's, which
+# keeps objects in memory and ignores the rest. Anything else runs as given (`mc`, `sh -c`).
 set -eu
 case "$1" in
 postgres)
@@ -24,6 +26,9 @@ postgres)
 redis-server)
     shift
     exec redis-server --protected-mode no --dir /data "$@"
+    ;;
+server)
+    exec /opt/s3/bin/moto_server -H 0.0.0.0 -p 9000
     ;;
 *)
     exec "$@"

@@ -1,12 +1,14 @@
 """The Docker files, built and run: both images build, the worker image holds no web server and
 no CUDA, and `docker compose --profile simulator` (docker-compose.yml) completes a job through
-the containers: API, worker, beat, Flower, PostgreSQL, Redis and the simulator.
+the containers: API, worker, beat, Flower, PostgreSQL, Redis, MinIO and the simulator. The
+job's image is stored in MinIO's bucket and served from there, to anyone with its signed URL.
 
 Needs a Docker daemon (.ci/run installs and starts one); where none can run, the tests are
 skipped and say why. Images are built once per content (tests/docker/images.py), so a warm run
 only starts the stack. Nothing is published beyond 127.0.0.1, on free ports.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -22,13 +24,12 @@ import pytest
 
 from tests.docker.images import Images, daemon_problem, docker, podrelay_images
 from tests.stack.waiting import free_port
-from tests.test_docker import COMPOSE, HOST_VARIABLES, compose_command
+from tests.test_docker import COMPOSE, HOST_VARIABLES, Compose, compose_command
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK_DEADLINE_S = 240.0
 JOB_DEADLINE_S = 120.0
 T = TypeVar("T")
-PUBLIC_SERVICES = {"postgres": "postgres:16-alpine", "redis": "redis:7-alpine"}
 # Distributions and programs that serve HTTP, and what a GPU stack installs.
 WEB_SERVERS = (
     "uvicorn",
@@ -69,11 +70,16 @@ pytestmark = pytest.mark.timeout(1500)
 
 
 @pytest.fixture(scope="module")
-def images() -> Images:
+def images(tmp_path_factory: pytest.TempPathFactory) -> Images:
     problem = daemon_problem()
     if problem:
         pytest.skip(f"Docker stack test not run: {problem}")
-    return podrelay_images(PUBLIC_SERVICES)
+    # The stack's services that run a public image, not ours: PostgreSQL, Redis, MinIO and its
+    # client (compose v1 lists every profile's services; those of a profile are ours or unused).
+    compose = Compose(tmp_path_factory.mktemp("compose") / "empty.env")
+    services = compose.services("-f", COMPOSE, "--profile", "simulator")
+    public = {n: s["image"] for n, s in services.items() if not {"build", "profiles"} & set(s)}
+    return podrelay_images(public)
 
 
 def inventory(image: str) -> list[str]:
@@ -106,6 +112,8 @@ class Stack:
     def __init__(self, images: Images, directory: Path) -> None:
         self.project = f"podrelay-test-{os.getpid()}-{secrets.token_hex(3)}"
         self.api_port = free_port()
+        minio_port = free_port()
+        self.media_base_url = f"http://127.0.0.1:{minio_port}/podrelay"
         override = {
             "services": {
                 **{name: {"image": images.api} for name in ("api", "flower", "simulator")},
@@ -123,9 +131,14 @@ class Stack:
             **clean,
             "POSTGRES_PASSWORD": secrets.token_hex(16),
             "WEBHOOK_SIGNING_SECRET": f"whsec_{secrets.token_hex(24)}",
+            "MEDIA_URL_SECRET": secrets.token_hex(32),
+            "MINIO_ROOT_USER": f"podrelay-{secrets.token_hex(4)}",
+            "MINIO_ROOT_PASSWORD": secrets.token_hex(16),
+            "MEDIA_PUBLIC_BASE_URL": self.media_base_url,
             "HOST_API_PORT": str(self.api_port),
             "HOST_FLOWER_PORT": str(free_port()),
             "HOST_SIMULATOR_PORT": str(free_port()),
+            "HOST_MINIO_PORT": str(minio_port),
         }
         self.base_url = f"http://127.0.0.1:{self.api_port}"
 
@@ -203,10 +216,18 @@ def test_a_job_completes_through_the_compose_stack(stack: Stack) -> None:
 
         job = wait_for(stack, "the job finishing", JOB_DEADLINE_S, finished)
         assert job["status"] == "completed", job
-        # The worker stored the image on the shared volume; the API serves it from there.
-        image = client.get(job["images"][0]["url"])
-        assert image.status_code == 200
-        assert image.headers["content-type"] == job["images"][0]["mime_type"]
-        assert len(image.content) == job["images"][0]["size_bytes"]
+        image = job["images"][0]
+        # The worker stored the image in MinIO's bucket; the API sends its owner there.
+        owned = client.get(image["url"])
+        assert owned.status_code in (302, 307), owned.text
+        assert owned.headers["location"].startswith(f"{stack.media_base_url}/")
+    # Anyone with the signed URL (a path on the API) gets the image from MinIO, without a key.
+    with httpx.Client(base_url=stack.base_url, timeout=10, follow_redirects=True) as anonymous:
+        served = anonymous.get(image["signed_url"])
+    assert served.status_code == 200, served.text
+    assert str(served.url).startswith(f"{stack.media_base_url}/")
+    assert served.headers["content-type"] == image["mime_type"]
+    assert hashlib.sha256(served.content).hexdigest() == image["sha256"]
+    assert len(served.content) == image["size_bytes"]
     running = set(stack.run("ps", "--services", "--filter", "status=running").split())
-    assert running >= {"api", "worker", "beat", "flower", "simulator", "postgres", "redis"}
+    assert running >= {"api", "worker", "beat", "flower", "simulator", "postgres", "redis", "minio"}
