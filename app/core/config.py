@@ -171,6 +171,21 @@ class Settings(BaseSettings):
     health_check_interval: float = Field(
         default=5.0, gt=0, le=300, description="Seconds between /health checks of an endpoint."
     )
+    circuit_failures: int = Field(
+        default=3,
+        ge=1,
+        description="/run failures in a row (RunPod surely never took the job) that take an "
+        "endpoint out of rotation.",
+    )
+    circuit_cooldown: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds an endpoint first stays out of rotation; doubled (with jitter) each "
+        "time it fails again in a row, up to CIRCUIT_COOLDOWN_MAX.",
+    )
+    circuit_cooldown_max: float = Field(
+        default=300.0, gt=0, description="The longest an endpoint stays out of rotation at once."
+    )
     queue_order: Literal["fair", "fifo"] = Field(
         default="fair",
         description="`fair`: within a priority, owners share the endpoints by weight; `fifo`: "

@@ -19,6 +19,9 @@ from app.scheduler.routes import DEFAULT_ROUTE
 _LOCKED_KEY = "podrelay.locked_jobs"
 # A submission's outcome until RunPod's answer to its POST /run is recorded.
 SENDING = "sending"
+# A submission whose RunPod job is being cancelled, or was, so that the job moves to another
+# endpoint (`app.jobs.failover`): its CANCELLED readings are the move's, not the job's end.
+MOVING, MOVED = "moving", "moved"
 _JOBS = Job.metadata.tables[Job.__tablename__]
 _EVENTS = JobEvent.metadata.tables[JobEvent.__tablename__]
 

@@ -7,7 +7,6 @@ arrives, and only one result is ever kept (see `app.jobs.webhooks`).
 """
 
 import asyncio
-from collections.abc import Callable
 from datetime import timedelta
 
 from loguru import logger
@@ -31,6 +30,7 @@ from app.runpod import (
 )
 from app.runpod.client import deadline_policy
 from app.scheduler.capacity import run_bucket
+from app.scheduler.circuit import endpoint_failed, record_run_outcomes
 
 # Recording RunPod's answers is retried until this long before the lease ends.
 RECORD_MARGIN_S = 10.0
@@ -69,12 +69,7 @@ def _by_route(session: Session, job_ids: list[str]) -> dict[str, list[str]]:
     return found
 
 
-async def send_prepared(
-    engine: JobEngine,
-    prepared: list[Prepared],
-    *,
-    on_answer: Callable[[Prepared, JobState | RunPodError], None] | None = None,
-) -> None:
+async def send_prepared(engine: JobEngine, prepared: list[Prepared]) -> None:
     """POST /run each prepared job, concurrently, and record each answer as soon as it arrives:
     until then a kill -9 loses its RunPod id, and the job would run twice at RunPod. Answers
     that arrive while one group is being recorded share the next transaction."""
@@ -89,8 +84,6 @@ async def send_prepared(
 
     async def submit(item: Prepared) -> None:
         answer = await _send(engine, item)
-        if on_answer is not None:
-            on_answer(item, answer)
         duplicate = await recorder.run((item, answer))
         if duplicate:
             await cancel_quietly(engine, duplicate, item.endpoint_id)
@@ -115,8 +108,9 @@ async def _send(engine: JobEngine, item: Prepared) -> JobState | RunPodError:
 
 
 def _record(session: Session, engine: JobEngine, answers: list[_Answer]) -> list[str | None]:
-    """Store what RunPod answered, in one transaction; for each answer, the RunPod job to cancel
-    as a duplicate, if any."""
+    """Store what RunPod answered, in one transaction, and count it towards each endpoint's
+    circuit; for each answer, the RunPod job to cancel as a duplicate, if any."""
+    _count_outcomes(session, engine, answers)
     duplicates: list[str | None] = []
     tokens = [item.token for item, _ in answers]
     submissions = {
@@ -134,6 +128,19 @@ def _record(session: Session, engine: JobEngine, answers: list[_Answer]) -> list
                 _record_acceptance(session, engine, jobs[item.job_id], submission, outcome)
             )
     return duplicates
+
+
+def _count_outcomes(session: Session, engine: JobEngine, answers: list[_Answer]) -> None:
+    by_endpoint: dict[str, tuple[int, list[str]]] = {}
+    for item, outcome in answers:
+        accepted, failures = by_endpoint.get(item.endpoint_id, (0, []))
+        if isinstance(outcome, JobState):
+            accepted += 1
+        elif endpoint_failed(outcome):
+            failures.append(outcome.message)
+        by_endpoint[item.endpoint_id] = (accepted, failures)
+    for endpoint_id, (accepted, failures) in by_endpoint.items():
+        record_run_outcomes(session, engine.settings, endpoint_id, accepted, failures)
 
 
 async def cancel_quietly(engine: JobEngine, runpod_job_id: str, endpoint_id: str | None) -> None:

@@ -20,7 +20,7 @@ from app.core.errors import PodrelayError
 from app.jobs.handoff import send_task
 from app.jobs.models import Job, JobImage, Submission
 from app.jobs.results import apply_state
-from app.jobs.service import add_event, lock_jobs, locked_job
+from app.jobs.service import MOVED, MOVING, add_event, lock_jobs, locked_job
 from app.jobs.status import JobStatus
 from app.media.store import MediaStore
 from app.runpod import JobState
@@ -86,6 +86,8 @@ def _receive(
         raise WebhookRejected("the body is for another RunPod job", status_code=409)
     job = locked_job(session, submission.job_id)
     outcome = WebhookOutcome(job_id=job.id, changed=False)
+    if submission.outcome in (MOVING, MOVED) and state.status is RunPodStatus.CANCELLED:
+        return outcome  # cancelled to move to another endpoint (`app.jobs.failover`)
     if job.runpod_job_id is None and not JobStatus(job.status).is_terminal:
         job.runpod_job_id, job.endpoint = state.id, submission.endpoint
     elif job.runpod_job_id != state.id:

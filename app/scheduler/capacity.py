@@ -11,7 +11,7 @@ A dispatcher checks its endpoints every HEALTH_CHECK_INTERVAL and keeps what it 
 """
 
 import statistics
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -22,6 +22,7 @@ from app.core.db import database_now
 from app.jobs.models import Job
 from app.jobs.status import JobStatus
 from app.runpod import HealthReport
+from app.scheduler.circuit import Circuit, after_health, health_trip
 from app.scheduler.models import EndpointState
 from app.scheduler.routes import Endpoint
 
@@ -36,9 +37,9 @@ def run_bucket(settings: Settings) -> Bucket:
     return Bucket.within(settings.runpod_run_rate_limit, settings.runpod_status_rate_window)
 
 
-def max_in_flight(settings: Settings, workers: dict[str, int]) -> int:
-    if settings.max_in_flight:
-        return settings.max_in_flight
+def max_in_flight(settings: Settings, endpoint: Endpoint, workers: dict[str, int]) -> int:
+    if endpoint.max_in_flight or settings.max_in_flight:
+        return endpoint.max_in_flight or settings.max_in_flight
     usable = (
         max(workers.get("idle", 0), workers.get("ready", 0))
         + workers.get("running", 0)
@@ -47,10 +48,24 @@ def max_in_flight(settings: Settings, workers: dict[str, int]) -> int:
     return max(settings.in_flight_floor, int(usable * settings.in_flight_per_worker))
 
 
-def in_flight(session: Session, endpoint: Endpoint) -> int:
-    """Jobs the endpoint holds: queued or running at RunPod."""
-    query = select(func.count()).where(Job.endpoint == endpoint.id, Job.status.in_(IN_FLIGHT))
-    return int(session.scalar(query) or 0)
+def endpoint_loads(
+    session: Session, endpoint_ids: list[str]
+) -> tuple[dict[str, int], dict[str, Circuit]]:
+    """The jobs each endpoint holds (queued or running at RunPod), and each one's circuit."""
+    held = session.execute(
+        select(Job.endpoint, func.count())
+        .where(Job.endpoint.in_(endpoint_ids), Job.status.in_(IN_FLIGHT))
+        .group_by(Job.endpoint)
+    ).tuples()
+    circuits = session.execute(
+        select(EndpointState.endpoint, EndpointState.circuit).where(
+            EndpointState.endpoint.in_(endpoint_ids)
+        )
+    ).tuples()
+    return (
+        {endpoint: count for endpoint, count in held if endpoint},
+        {endpoint: Circuit(circuit) for endpoint, circuit in circuits},
+    )
 
 
 def record_health(
@@ -60,14 +75,23 @@ def record_health(
     report: HealthReport | None,
     error: str | None,
 ) -> EndpointState:
-    """Keep what /health said (or that it failed) with the endpoint's recent times."""
+    """Keep what /health said (or that it failed) with the endpoint's recent times, and open or
+    half-open its circuit by them (`app.scheduler.circuit`)."""
     now = database_now(session)
-    state = session.get(EndpointState, endpoint.id) or EndpointState(endpoint=endpoint.id)
+    state = session.get(EndpointState, endpoint.id, with_for_update=True)
+    if state is None:
+        state = EndpointState(endpoint=endpoint.id, circuit=Circuit.CLOSED, trips=0, run_failures=0)
     if report is not None or state.checked_at is None:
         workers = dict(report.workers) if report else {}
         state.workers, state.jobs = workers, dict(report.jobs) if report else {}
-        state.max_in_flight = max_in_flight(settings, workers)
+        state.max_in_flight = max_in_flight(settings, endpoint, workers)
     state.route, state.checked_at, state.error = endpoint.route, now, error
+    if report is not None:
+        route = settings.catalogue.routes[endpoint.route]
+        waiting = report.job_count("inQueue") > 0 or _pending(session, endpoint.route)
+        oldest = _oldest_queued_s(session, endpoint, now)
+        reason = health_trip(route, report, waiting=waiting, oldest_queued_s=oldest)
+        after_health(settings, state, now, reason)
     delays, executions = _recent_times(session, endpoint, since=now - RECENT)
     state.queue_delay_p50_ms = int(statistics.median(delays)) if delays else None
     state.execution_p50_ms = int(statistics.median(executions)) if executions else None
@@ -84,6 +108,21 @@ def service_rate(settings: Settings, state: EndpointState) -> float:
     if not held_ms:
         return allowance
     return min(allowance, state.max_in_flight / (held_ms / 1000))
+
+
+def _pending(session: Session, route: str) -> bool:
+    query = select(Job.id).where(Job.status == JobStatus.PENDING.value, Job.route == route)
+    return session.scalar(query.limit(1)) is not None
+
+
+def _oldest_queued_s(session: Session, endpoint: Endpoint, now: datetime) -> float | None:
+    """How long the job longest in the endpoint's queue (accepted, not started) has waited."""
+    oldest = session.scalar(
+        select(func.min(Job.submitted_at)).where(
+            Job.endpoint == endpoint.id, Job.status == JobStatus.QUEUED.value
+        )
+    )
+    return None if oldest is None else (now - oldest).total_seconds()
 
 
 def _recent_times(

@@ -47,3 +47,12 @@ class EndpointState(Base):
     queue_delay_p50_ms: Mapped[int | None] = mapped_column(Integer)
     execution_p50_ms: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(String(200))
+    # Its circuit (`app.scheduler.circuit`): closed, open (out of rotation until `retry_at`)
+    # or half_open (one probe job); why it opened, how many times in a row, and the /run
+    # failures in a row that count towards opening it.
+    circuit: Mapped[str] = mapped_column(String(16), default="closed", server_default="closed")
+    circuit_reason: Mapped[str | None] = mapped_column(String(200))
+    circuit_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    trips: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    run_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
