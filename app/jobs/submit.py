@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from app.core.batching import GroupRunner
 from app.core.config import Settings
 from app.core.db import database_now, utcnow
+from app.core.tracing import job_span
 from app.jobs.engine import JobEngine
 from app.jobs.ledger import write_patiently
 from app.jobs.models import Job, Submission
@@ -52,6 +53,7 @@ class Prepared:
     token: str
     job_input: dict[str, Any]
     remaining_s: float
+    traceparent: str | None = None  # the job's trace (`app.core.tracing`)
 
 
 # A prepared job and what RunPod answered to its POST /run.
@@ -88,9 +90,10 @@ async def send_prepared(engine: JobEngine, prepared: list[Prepared]) -> None:
     recorder: GroupRunner[_Answer, str | None] = GroupRunner(record, parallel=1)
 
     async def submit(item: Prepared) -> None:
-        duplicate = await recorder.run((item, await _send(engine, item)))
-        if duplicate:
-            await cancel_quietly(engine, duplicate)
+        with job_span("podrelay.submit", item.job_id, item.traceparent):
+            duplicate = await recorder.run((item, await _send(engine, item)))
+            if duplicate:
+                await cancel_quietly(engine, duplicate)
 
     outcomes = await asyncio.gather(*(submit(item) for item in prepared), return_exceptions=True)
     # Raised only once every answer had its chance to be recorded.
@@ -182,6 +185,7 @@ def prepare(
             Job.route,
             Job.priority,
             Job.fair_tag,
+            Job.traceparent,
         )
         .execution_options(synchronize_session=False)
     ).all()
@@ -196,6 +200,7 @@ def prepare(
                 row.prompt, row.negative_prompt, GenerationParams.model_validate(row.params)
             ),
             remaining_s=(row.deadline_at - now).total_seconds(),
+            traceparent=row.traceparent,
         )
         for row in claimed
     ]

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.db import database_now, utcnow
+from app.core.tracing import job_span
 from app.jobs.engine import JobEngine
 from app.jobs.ledger import write_patiently
 from app.jobs.media import store_due_images
@@ -29,6 +30,8 @@ from app.runpod import JobState, NotFoundError, RunPodError
 _LEASE_MARGIN_S = 10.0
 # Keep a tenth of RunPod's /status allowance spare for status calls made elsewhere.
 _RATE_SHARE = 0.9
+# A job to poll: its id, its RunPod job's, and its trace (`app.core.tracing`).
+_PollTarget = tuple[str, str, str | None]
 
 
 @dataclass
@@ -82,7 +85,7 @@ async def poll_due(engine: JobEngine) -> int:
     targets = await engine.db.run(_claim_polls, engine)
     if not targets:
         return 0
-    readings = await asyncio.gather(*(_read(engine, runpod_id) for _, runpod_id in targets))
+    readings = await asyncio.gather(*(_poll(engine, *target) for target in targets))
     # Within the lease, a database outage delays the readings instead of stranding the jobs
     # until their lease ends.
     deadline = lease_ends - _LEASE_MARGIN_S
@@ -90,7 +93,7 @@ async def poll_due(engine: JobEngine) -> int:
     return len(targets)
 
 
-def _claim_polls(session: Session, engine: JobEngine) -> list[tuple[str, str]]:
+def _claim_polls(session: Session, engine: JobEngine) -> list[_PollTarget]:
     due = session.scalars(
         select(Job.id)
         .where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
@@ -99,18 +102,28 @@ def _claim_polls(session: Session, engine: JobEngine) -> list[tuple[str, str]]:
         .limit(poll_budget(engine))
     ).all()
     jobs = claim(session, list(due), lease_s=engine.settings.poll_lease)
-    return [(job.id, job.runpod_job_id or "") for job in jobs]
+    return [(job.id, job.runpod_job_id or "", job.traceparent) for job in jobs]
+
+
+async def _poll(
+    engine: JobEngine, job_id: str, runpod_job_id: str, traceparent: str | None
+) -> JobState | RunPodError:
+    with job_span("podrelay.poll", job_id, traceparent) as span:
+        reading = await _read(engine, runpod_job_id)
+        if isinstance(reading, JobState):
+            span.set_attribute("podrelay.runpod_status", reading.raw_status)
+        return reading
 
 
 def _apply_readings(
     session: Session,
     engine: JobEngine,
-    targets: list[tuple[str, str]],
+    targets: list[_PollTarget],
     readings: list[JobState | RunPodError],
 ) -> None:
-    lock_jobs(session, (job_id for job_id, _ in targets))
+    lock_jobs(session, (job_id for job_id, *_ in targets))
     now = database_now(session)
-    for (job_id, runpod_id), reading in zip(targets, readings, strict=True):
+    for (job_id, runpod_id, _), reading in zip(targets, readings, strict=True):
         job = locked_job(session, job_id)
         job.polls += 1
         if isinstance(reading, JobState):
