@@ -405,7 +405,8 @@ export interface components {
          *             "events": "/api/v1/runpod/jobs/job_a41c7e9b03d25f8e6b1c4d70/events",
          *             "cancel": "/api/v1/runpod/cancel/job_a41c7e9b03d25f8e6b1c4d70"
          *           },
-         *           "replayed": false
+         *           "replayed": false,
+         *           "trace_id": "0af7651916cd43dd8448eb211c80319c"
          *         },
          *         {
          *           "id": "job_c2e85f1a7b9d3064e8a1f5b2",
@@ -458,7 +459,8 @@ export interface components {
          *             "events": "/api/v1/runpod/jobs/job_c2e85f1a7b9d3064e8a1f5b2/events",
          *             "cancel": "/api/v1/runpod/cancel/job_c2e85f1a7b9d3064e8a1f5b2"
          *           },
-         *           "replayed": false
+         *           "replayed": false,
+         *           "trace_id": "0af7651916cd43dd8448eb211c80319c"
          *         }
          *       ],
          *       "webhook_deliveries": [],
@@ -521,7 +523,8 @@ export interface components {
          *             "events": "/api/v1/runpod/jobs/job_a41c7e9b03d25f8e6b1c4d70/events",
          *             "cancel": "/api/v1/runpod/cancel/job_a41c7e9b03d25f8e6b1c4d70"
          *           },
-         *           "replayed": false
+         *           "replayed": false,
+         *           "trace_id": "0af7651916cd43dd8448eb211c80319c"
          *         },
          *         {
          *           "id": "job_c2e85f1a7b9d3064e8a1f5b2",
@@ -570,7 +573,8 @@ export interface components {
          *             "events": "/api/v1/runpod/jobs/job_c2e85f1a7b9d3064e8a1f5b2/events",
          *             "cancel": "/api/v1/runpod/cancel/job_c2e85f1a7b9d3064e8a1f5b2"
          *           },
-         *           "replayed": false
+         *           "replayed": false,
+         *           "trace_id": "0af7651916cd43dd8448eb211c80319c"
          *         }
          *       ],
          *       "webhook_deliveries": [],
@@ -934,7 +938,8 @@ export interface components {
          *         "events": "/api/v1/runpod/jobs/job_3f9a6c1e8b2d47a05c6e1f28/events",
          *         "cancel": "/api/v1/runpod/cancel/job_3f9a6c1e8b2d47a05c6e1f28"
          *       },
-         *       "replayed": false
+         *       "replayed": false,
+         *       "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"
          *     }
          * @example {
          *       "id": "job_3f9a6c1e8b2d47a05c6e1f28",
@@ -983,7 +988,8 @@ export interface components {
          *         "events": "/api/v1/runpod/jobs/job_3f9a6c1e8b2d47a05c6e1f28/events",
          *         "cancel": "/api/v1/runpod/cancel/job_3f9a6c1e8b2d47a05c6e1f28"
          *       },
-         *       "replayed": false
+         *       "replayed": false,
+         *       "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"
          *     }
          */
         JobOut: {
@@ -1049,6 +1055,11 @@ export interface components {
              * @default false
              */
             replayed?: boolean;
+            /**
+             * Trace Id
+             * @description Its OpenTelemetry trace (32 hex digits): the request that asked for it, its submission to RunPod, RunPod's webhook, its images. Null while tracing is off.
+             */
+            trace_id?: string | null;
         };
         /**
          * JobPage
@@ -1105,7 +1116,8 @@ export interface components {
          *             "events": "/api/v1/runpod/jobs/job_c2e85f1a7b9d3064e8a1f5b2/events",
          *             "cancel": "/api/v1/runpod/cancel/job_c2e85f1a7b9d3064e8a1f5b2"
          *           },
-         *           "replayed": false
+         *           "replayed": false,
+         *           "trace_id": "0af7651916cd43dd8448eb211c80319c"
          *         },
          *         {
          *           "id": "job_3f9a6c1e8b2d47a05c6e1f28",
@@ -1188,7 +1200,8 @@ export interface components {
          *             "events": "/api/v1/runpod/jobs/job_3f9a6c1e8b2d47a05c6e1f28/events",
          *             "cancel": "/api/v1/runpod/cancel/job_3f9a6c1e8b2d47a05c6e1f28"
          *           },
-         *           "replayed": false
+         *           "replayed": false,
+         *           "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"
          *         }
          *       ],
          *       "next_cursor": "job_3f9a6c1e8b2d47a05c6e1f28"
@@ -2154,7 +2167,8 @@ export interface operations {
                      *         "events": "/api/v1/runpod/jobs/job_3f9a6c1e8b2d47a05c6e1f28/events",
                      *         "cancel": "/api/v1/runpod/cancel/job_3f9a6c1e8b2d47a05c6e1f28"
                      *       },
-                     *       "replayed": false
+                     *       "replayed": false,
+                     *       "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"
                      *     }
                      */
                     "application/json": components["schemas"]["JobOut"];
@@ -2313,7 +2327,8 @@ export interface operations {
                      *             "events": "/api/v1/runpod/jobs/job_a41c7e9b03d25f8e6b1c4d70/events",
                      *             "cancel": "/api/v1/runpod/cancel/job_a41c7e9b03d25f8e6b1c4d70"
                      *           },
-                     *           "replayed": false
+                     *           "replayed": false,
+                     *           "trace_id": "0af7651916cd43dd8448eb211c80319c"
                      *         },
                      *         {
                      *           "id": "job_c2e85f1a7b9d3064e8a1f5b2",
@@ -2362,7 +2377,8 @@ export interface operations {
                      *             "events": "/api/v1/runpod/jobs/job_c2e85f1a7b9d3064e8a1f5b2/events",
                      *             "cancel": "/api/v1/runpod/cancel/job_c2e85f1a7b9d3064e8a1f5b2"
                      *           },
-                     *           "replayed": false
+                     *           "replayed": false,
+                     *           "trace_id": "0af7651916cd43dd8448eb211c80319c"
                      *         }
                      *       ],
                      *       "webhook_deliveries": [],
@@ -2581,7 +2597,8 @@ export interface operations {
                      *         "events": "/api/v1/runpod/jobs/job_3f9a6c1e8b2d47a05c6e1f28/events",
                      *         "cancel": "/api/v1/runpod/cancel/job_3f9a6c1e8b2d47a05c6e1f28"
                      *       },
-                     *       "replayed": false
+                     *       "replayed": false,
+                     *       "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"
                      *     }
                      */
                     "application/json": components["schemas"]["JobOut"];
