@@ -29,6 +29,7 @@ Span attributes never carry the webhook secret of a RunPod callback URL, nor a s
 credential in a URL's query (`redact`).
 """
 
+import os
 import re
 from collections.abc import Coroutine, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
@@ -122,16 +123,20 @@ class _Tracing:
     provider: TracerProvider
     tracer: Tracer
     instrumentors: "list[BaseInstrumentor]"
+    pid: int
 
 
 _on: _Tracing | None = None
 
 
 def configure_tracing(settings: Settings, *, service: str) -> bool:
-    """Start tracing when OTEL_EXPORTER_OTLP_ENDPOINT is set (once per process: a forked child
-    keeps its parent's); returns whether tracing is on."""
+    """Start tracing when OTEL_EXPORTER_OTLP_ENDPOINT is set, once per process (a forked child
+    starts its own: its parent's exporter holds the parent's connections); returns whether
+    tracing is on."""
     if _on is not None:
-        return True
+        if _on.pid == os.getpid():
+            return True
+        stop_tracing()
     endpoint = settings.otel_exporter_otlp_endpoint
     if not endpoint:  # unset or empty
         return False
@@ -169,7 +174,7 @@ def start_tracing(exporter: SpanExporter, *, service: str) -> TracerProvider:
         # The SQLAlchemy instrumentation declares SQLAlchemy < 2.1 and would do nothing on
         # ours (2.1); the events it uses are unchanged (tests/tracing checks its spans).
         instrumentor.instrument(tracer_provider=provider, skip_dep_check=True)
-    _on = _Tracing(provider, provider.get_tracer("podrelay"), instrumentors)
+    _on = _Tracing(provider, provider.get_tracer("podrelay"), instrumentors, os.getpid())
     return provider
 
 

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from celery.signals import worker_init, worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 
 from app.core.config import settings_or_exit
 from app.core.logging import configure_logging
@@ -67,9 +67,10 @@ _dispatcher: "concurrent.futures.Future[None] | None" = None
 
 
 @worker_init.connect
+@worker_process_init.connect
 def start_tracing(**_: Any) -> None:
-    """Before the pool starts, so that every task's span is recorded (prefork children keep
-    what their parent started)."""
+    """In the worker before its pool starts, and in each prefork child as it starts, so that
+    every task's span is recorded."""
     configure_tracing(settings_or_exit(), service=WORKER_SERVICE)
 
 
