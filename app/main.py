@@ -24,6 +24,7 @@ from app.api.schemas import JobEventOut
 from app.core.config import settings_or_exit
 from app.core.logging import configure_logging, redact_access_logs
 from app.core.migrate import upgrade_database
+from app.core.tracing import API_SERVICE, api_telemetry, configure_tracing
 from app.jobs.engine import JobEngine
 from app.jobs.intake import Intake
 from app.jobs.webhooks import WebhookReceiver
@@ -63,6 +64,7 @@ def create_app() -> FastAPI:
     settings = settings_or_exit()
     configure_logging(settings)
     redact_access_logs()
+    configure_tracing(settings, service=API_SERVICE)
     application = FastAPI(
         title="Podrelay",
         version=__version__,
@@ -70,6 +72,7 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
         openapi_tags=TAGS,
         generate_unique_id_function=operation_id,
+        telemetry=api_telemetry(),
     )
 
     install_error_handlers(application)

@@ -64,6 +64,7 @@ REQUIRED_TEST_MODULES = (
     "tests/clients/test_openapi_document.py",
     "tests/clients/test_python_sdk.py",
     "tests/clients/test_typescript_sdk.py",
+    "tests/tracing/test_tracing.py",
 )
 
 

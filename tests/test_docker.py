@@ -52,6 +52,7 @@ HOST_VARIABLES = (
     "MINIO_ROOT_",
     "ENVIRONMENT",
     "LOG_LEVEL",
+    "OTEL_",
     "BASE_IMAGE",
     "HOST_",
 )

@@ -21,6 +21,9 @@ IMAGE_IDS = ("img_5b2e9c7a1f3d8e604a2c9b1e", "img_0e7d4a9c2b8f51e63d7a0c94")
 PROMPT = "a lighthouse at dusk, oil painting"
 ENDPOINT_ID = "sdxl-a1b2c3d4e5"
 WEBHOOK_URL = "https://example.com/hooks/podrelay"
+# With tracing on, a job is in the trace of the request that asked for it: a batch's jobs share one.
+JOB_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+BATCH_TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 
 GENERATE_REQUEST: Json = {"prompt": "beautiful anime girl"}
 BATCH_REQUEST: Json = {"prompts": ["a red fox", "a lighthouse at dusk"]}
@@ -80,6 +83,7 @@ def job(job_id: str, prompt: str, **changes: Any) -> Json:
             "cancel": f"{API}/cancel/{job_id}",
         },
         "replayed": False,
+        "trace_id": JOB_TRACE_ID,
         **changes,
     }
 
@@ -162,6 +166,7 @@ BATCH_JOBS = (
         "a red fox",
         batch_id=BATCH_ID,
         params=_BATCH_PARAMS,
+        trace_id=BATCH_TRACE_ID,
         status="completed",
         attempts=1,
         endpoint=ENDPOINT_ID,
@@ -174,6 +179,7 @@ BATCH_JOBS = (
         "a lighthouse at dusk",
         batch_id=BATCH_ID,
         params=_BATCH_PARAMS,
+        trace_id=BATCH_TRACE_ID,
         status="running",
         attempts=1,
         endpoint=ENDPOINT_ID,
@@ -208,6 +214,7 @@ def batch(jobs: list[Json] | tuple[Json, ...]) -> Json:
 ACCEPTED_BATCH = batch(
     [
         job(item["id"], item["prompt"], batch_id=BATCH_ID, params=_BATCH_PARAMS)
+        | {"trace_id": BATCH_TRACE_ID}
         for item in BATCH_JOBS
     ]
 )

@@ -142,6 +142,11 @@ class JobOut(BaseModel):
     )
     links: LinksOut
     replayed: bool = Field(default=False, description="True when an Idempotency-Key replayed it.")
+    trace_id: str | None = Field(
+        default=None,
+        description="Its OpenTelemetry trace (32 hex digits): the request that asked for it, its "
+        "submission to RunPod, RunPod's webhook, its images. Null while tracing is off.",
+    )
 
 
 class BatchOut(BaseModel):

@@ -19,6 +19,7 @@ from app.api.schemas import (
     WebhookDeliveryOut,
 )
 from app.core.config import get_settings
+from app.core.tracing import trace_id_of
 from app.jobs.models import Batch, Job, JobImage
 from app.jobs.service import RecordedJob
 from app.jobs.status import JobStatus
@@ -128,6 +129,7 @@ def job_out(
         webhook_deliveries=[] if fresh else _webhook_deliveries(job),
         links=LinksOut(**job_link_paths(job.id)),
         replayed=replayed,
+        trace_id=trace_id_of(job.traceparent),
     )
 
 
@@ -169,6 +171,7 @@ def recorded_job_out(recorded: RecordedJob) -> JobOut:
             "images": [],
             "webhook_url": job.webhook_url,
             "links": job_link_paths(job.id),
+            "trace_id": trace_id_of(job.traceparent),
         }
     )
 

@@ -328,6 +328,22 @@ class Settings(BaseSettings):
         default=Path("logs/app.log"), description="Log file, besides stderr (rotated at 20 MB)."
     )
 
+    # Tracing (OpenTelemetry, `app.core.tracing`); the SDK reads the other OTEL_* variables.
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        pattern=r"^(https?://[^/\s]+(/\S*)?)?$",
+        description="An OTLP/HTTP collector's base URL, e.g. `http://127.0.0.1:4318`: traces "
+        "are sent to its `/v1/traces`. Unset: no tracing, nothing sent.",
+    )
+    otel_exporter_otlp_protocol: Literal["http/protobuf"] = Field(
+        default="http/protobuf",
+        description="OTLP over HTTP with protobuf, the only protocol built in (no gRPC).",
+    )
+    otel_service_name: str | None = Field(
+        default=None,
+        description="The traces' `service.name`; unset: `podrelay-api` or `podrelay-worker`.",
+    )
+
     @property
     def webhook_base_url(self) -> str | None:
         """Where RunPod sends job webhooks; None means completion is learned by polling."""

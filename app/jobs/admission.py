@@ -69,6 +69,7 @@ class JobRequest:
     batch_id: str | None = None  # a batch id chosen by the caller (the seed's batch task)
     priority: Priority = Priority.NORMAL
     route: str = DEFAULT_ROUTE
+    traceparent: str | None = None  # the request's trace, kept on its jobs (`app.core.tracing`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +227,7 @@ def _jobs_of(request: JobRequest) -> list[NewJob]:
             celery_task_id=request.celery_task_id,
             route=request.route,
             priority=request.priority.rank,
+            traceparent=request.traceparent,
         )
         for index, prompt in enumerate(request.prompts)
     ]

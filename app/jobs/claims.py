@@ -42,6 +42,7 @@ class Prepared:
     job_input: dict[str, Any]
     remaining_s: float
     endpoint_id: str
+    traceparent: str | None = None  # the job's trace (`app.core.tracing`)
 
 
 def prepare(
@@ -107,6 +108,7 @@ def prepare(
             Job.route,
             Job.priority,
             Job.fair_tag,
+            Job.traceparent,
         )
         .execution_options(synchronize_session=False)
     ).all()
@@ -124,6 +126,7 @@ def prepare(
             ),
             remaining_s=(row.deadline_at - now).total_seconds(),
             endpoint_id=endpoint.id,
+            traceparent=row.traceparent,
         )
         for row in claimed
     ]

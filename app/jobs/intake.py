@@ -17,6 +17,7 @@ from app.core.batching import GroupRunner
 from app.core.config import Settings
 from app.core.db import Database
 from app.core.errors import Conflict, PodrelayError
+from app.core.tracing import current_traceparent
 from app.jobs.admission import Accepted, IdempotencyKey, JobRequest, accept_requests
 from app.jobs.options import GenerationOptions, check_options, route_and_params
 
@@ -47,6 +48,7 @@ def job_request(
         idempotency=idempotency,
         celery_task_id=celery_task_id,
         batch_id=batch_id,
+        traceparent=current_traceparent(),
     )
 
 

@@ -17,9 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
+from app.core.tracing import job_span
 from app.jobs.engine import DOWNLOAD_CONCURRENCY, JobEngine
 from app.jobs.media_locks import hold_media_keys
-from app.jobs.models import JobImage
+from app.jobs.models import Job, JobImage
 from app.jobs.results import record_stored
 from app.jobs.service import lock_sqlite_writes
 from app.media.s3 import S3Store
@@ -27,6 +28,8 @@ from app.media.store import IncomingMedia, MediaError, StorageUnavailable
 
 _BATCH = 100
 STORE_RETRY_CAP_S = 60.0
+# A due image: its id, source URL, job and the job's trace (`app.core.tracing`).
+_Due = tuple[str, str | None, str, str | None]
 
 
 @dataclass
@@ -46,13 +49,15 @@ class Fetched:
 async def store_due_images(engine: JobEngine, job_ids: list[str] | None = None) -> int:
     """Fetch every pending image whose attempt is due (of these jobs, or of all); returns
     how many were tried."""
-    query = select(JobImage.id, JobImage.source_url).where(
-        JobImage.state == "pending", JobImage.next_attempt_at <= utcnow()
+    query = (
+        select(JobImage.id, JobImage.source_url, JobImage.job_id, Job.traceparent)
+        .join(Job)
+        .where(JobImage.state == "pending", JobImage.next_attempt_at <= utcnow())
     )
     if job_ids is not None:
         query = query.where(JobImage.job_id.in_(job_ids))
 
-    def due_images() -> list[tuple[str, str | None]]:
+    def due_images() -> list[_Due]:
         with engine.db.session() as session:
             return list(session.execute(query.limit(_BATCH)).tuples())
 
@@ -61,11 +66,12 @@ async def store_due_images(engine: JobEngine, job_ids: list[str] | None = None) 
         return 0
     limit = asyncio.Semaphore(DOWNLOAD_CONCURRENCY)
 
-    async def fetch(url: str | None) -> Fetched:
+    async def fetch(url: str | None, job_id: str, traceparent: str | None) -> Fetched:
         async with limit:
-            return await _fetch(engine, url)
+            with job_span("podrelay.store_image", job_id, traceparent):
+                return await _fetch(engine, url)
 
-    tasks = [asyncio.ensure_future(fetch(url)) for _, url in due]
+    tasks = [asyncio.ensure_future(fetch(url, job, trace)) for _, url, job, trace in due]
     try:
         fetched = await asyncio.gather(*tasks)
     except BaseException:  # cancelled: close what did arrive
@@ -119,18 +125,16 @@ async def _download(http: httpx.AsyncClient, url: str | None) -> Fetched:
     return Fetched(error=error)
 
 
-def _record_results(
-    engine: JobEngine, due: list[tuple[str, str | None]], fetched: list[Fetched]
-) -> list[str]:
+def _record_results(engine: JobEngine, due: list[_Due], fetched: list[Fetched]) -> list[str]:
     """Store and record each download; returns the worker objects copied (to delete)."""
     adopted: list[str] = []
     keys = [key for item in fetched if (key := _checked_key(item)) is not None]
     with engine.db.session() as session:
         # Locked, with one query each: the images (a deletion of their job's images waits,
         # or is seen), then their objects' keys (`app.jobs.media_locks`).
-        images = _lock_images(session, [image_id for image_id, _ in due])
+        images = _lock_images(session, [image_id for image_id, *_ in due])
         hold_media_keys(session, keys)
-        for (image_id, _), item in zip(due, fetched, strict=True):
+        for (image_id, *_), item in zip(due, fetched, strict=True):
             image = images.get(image_id)
             if image is None or image.state != "pending":
                 continue

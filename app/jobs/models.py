@@ -68,6 +68,8 @@ class Job(Base):
     # Its place in the gateway-held queue: strict priority, then fair order (`app.scheduler`).
     priority: Mapped[int] = mapped_column(SmallInteger, default=1, server_default="1")
     fair_tag: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    # The trace of the request that asked for it (W3C, version 00): its later spans join it.
+    traceparent: Mapped[str | None] = mapped_column(String(55))
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

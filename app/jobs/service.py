@@ -57,6 +57,7 @@ class NewJob:
     route: str = DEFAULT_ROUTE
     priority: int = 1  # `Priority.rank`: 0 is dispatched first
     fair_tag: float = 0.0  # its place among its queue's jobs (`app.scheduler.fair`)
+    traceparent: str | None = None
     id: str = field(default_factory=lambda: new_id("job"))
 
 

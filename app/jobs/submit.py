@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.core.batching import GroupRunner
 from app.core.db import utcnow
+from app.core.tracing import job_span
 from app.jobs.claims import Prepared, prepare
 from app.jobs.engine import JobEngine
 from app.jobs.ledger import write_patiently
@@ -83,10 +84,10 @@ async def send_prepared(engine: JobEngine, prepared: list[Prepared]) -> None:
     recorder: GroupRunner[_Answer, str | None] = GroupRunner(record, parallel=1)
 
     async def submit(item: Prepared) -> None:
-        answer = await _send(engine, item)
-        duplicate = await recorder.run((item, answer))
-        if duplicate:
-            await cancel_quietly(engine, duplicate, item.endpoint_id)
+        with job_span("podrelay.submit", item.job_id, item.traceparent):
+            duplicate = await recorder.run((item, await _send(engine, item)))
+            if duplicate:
+                await cancel_quietly(engine, duplicate, item.endpoint_id)
 
     outcomes = await asyncio.gather(*(submit(item) for item in prepared), return_exceptions=True)
     # Raised only once every answer had its chance to be recorded.

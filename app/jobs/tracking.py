@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.db import database_now, utcnow
+from app.core.tracing import job_span
 from app.jobs.engine import JobEngine
 from app.jobs.ledger import write_patiently
 from app.jobs.media import store_due_images
@@ -38,6 +39,7 @@ class Target(NamedTuple):
     job_id: str
     runpod_job_id: str | None
     endpoint_id: str | None
+    traceparent: str | None = None  # the job's trace (`app.core.tracing`)
 
 
 @dataclass
@@ -91,7 +93,7 @@ async def poll_due(engine: JobEngine) -> int:
     targets = await engine.db.run(_claim_polls, engine)
     if not targets:
         return 0
-    readings = await asyncio.gather(*(_read(engine, target) for target in targets))
+    readings = await asyncio.gather(*(_poll(engine, target) for target in targets))
     # Within the lease, a database outage delays the readings instead of stranding the jobs
     # until their lease ends.
     deadline = lease_ends - _LEASE_MARGIN_S
@@ -108,7 +110,15 @@ def _claim_polls(session: Session, engine: JobEngine) -> list[Target]:
         .limit(poll_budget(engine))
     ).all()
     jobs = claim(session, list(due), lease_s=engine.settings.poll_lease)
-    return [Target(job.id, job.runpod_job_id or "", job.endpoint) for job in jobs]
+    return [Target(job.id, job.runpod_job_id or "", job.endpoint, job.traceparent) for job in jobs]
+
+
+async def _poll(engine: JobEngine, target: Target) -> JobState | RunPodError:
+    with job_span("podrelay.poll", target.job_id, target.traceparent) as span:
+        reading = await _read(engine, target)
+        if isinstance(reading, JobState):
+            span.set_attribute("podrelay.runpod_status", reading.raw_status)
+        return reading
 
 
 def _apply_readings(
@@ -119,7 +129,7 @@ def _apply_readings(
 ) -> None:
     lock_jobs(session, (target.job_id for target in targets))
     now = database_now(session)
-    for (job_id, runpod_id, _), reading in zip(targets, readings, strict=True):
+    for (job_id, runpod_id, *_), reading in zip(targets, readings, strict=True):
         job = locked_job(session, job_id)
         job.polls += 1
         if isinstance(reading, JobState):

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from app.core.batching import GroupRunner
 from app.core.db import Database
 from app.core.errors import PodrelayError
+from app.core.tracing import job_span
 from app.jobs.handoff import send_task
 from app.jobs.models import Job, JobImage, Submission
 from app.jobs.results import apply_state
@@ -57,11 +58,15 @@ def receive_runpod_webhooks(
         submission.token: submission
         for submission in session.scalars(select(Submission).where(Submission.token.in_(tokens)))
     }
-    lock_jobs(session, (submission.job_id for submission in submissions.values()))
+    jobs = lock_jobs(session, (submission.job_id for submission in submissions.values()))
     outcomes: list[WebhookOutcome | WebhookRejected] = []
     for token, payload in deliveries:
+        submission = submissions.get(token)
+        job = jobs.get(submission.job_id) if submission is not None else None
+        job_trace = (job.id, job.traceparent) if job is not None else (None, None)
         try:
-            outcomes.append(_receive(session, submissions.get(token), payload, store=store))
+            with job_span("podrelay.webhook", *job_trace):
+                outcomes.append(_receive(session, submission, payload, store=store))
         except WebhookRejected as rejection:
             outcomes.append(rejection)
     return outcomes

@@ -3,7 +3,8 @@ worker's dispatcher (`app.jobs.dispatch`), started on that loop when the worker 
 
 Tasks are synchronous; their async work runs on a loop that lives as long as the process, so
 the RunPod client's connection pool is shared by every task the process runs. A forked child
-notices the new pid and builds its own.
+notices the new pid and builds its own. Tracing, when configured, starts with the worker
+(`app.core.tracing`).
 """
 
 import asyncio
@@ -13,11 +14,12 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 
 from app.core.config import settings_or_exit
 from app.core.logging import configure_logging
 from app.core.migrate import upgrade_database
+from app.core.tracing import WORKER_SERVICE, configure_tracing, in_current_context
 from app.jobs.dispatch import Dispatcher
 from app.jobs.engine import JobEngine
 
@@ -55,11 +57,21 @@ def get_engine() -> JobEngine:
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine on the process's loop and wait for its result."""
-    return asyncio.run_coroutine_threadsafe(coroutine, _current().loop).result()
+    """Run a coroutine on the process's loop, in the caller's trace context (the task's
+    span), and wait for its result."""
+    loop = _current().loop
+    return asyncio.run_coroutine_threadsafe(in_current_context(coroutine), loop).result()
 
 
 _dispatcher: "concurrent.futures.Future[None] | None" = None
+
+
+@worker_init.connect
+@worker_process_init.connect
+def start_tracing(**_: Any) -> None:
+    """In the worker before its pool starts, and in each prefork child as it starts, so that
+    every task's span is recorded."""
+    configure_tracing(settings_or_exit(), service=WORKER_SERVICE)
 
 
 @worker_ready.connect

@@ -167,6 +167,10 @@ def _job_row(example: Json) -> Job:
         route=example["route"],
         endpoint=example["endpoint"],
         priority=Priority(example["priority"]).rank,
+        # The W3C traceparent kept for the job (its span id: any of the request's spans).
+        traceparent=f"00-{example['trace_id']}-00f067aa0ba902b7-01"
+        if example["trace_id"]
+        else None,
         delay_ms=timings["delay_ms"],
         execution_ms=timings["execution_ms"],
         **{key: _when(timings[key]) for key in ("created_at", "submitted_at", "started_at")},

@@ -146,6 +146,7 @@ class Job(Resource):
     webhook_deliveries: list[WebhookDelivery] = []
     links: Links
     replayed: bool = False
+    trace_id: str | None = None
 
     @property
     def settled(self) -> bool:

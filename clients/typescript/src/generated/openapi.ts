@@ -405,7 +405,8 @@ export interface components {
          *             "events": "/api/v1/runpod/jobs/job_a41c7e9b03d25f8e6b1c4d70/events",
          *             "cancel": "/api/v1/runpod/cancel/job_a41c7e9b03d25f8e6b1c4d70"
          *           },
-         *           "replayed": false
+         *           "replayed": false,
+         *           "trace_id": "0af7651916cd43dd8448eb211c80319c"
          *         },
          *         {
          *           "id": "job_c2e85f1a7b9d3064e8a1f5b2",
@@ -458,7 +459,8 @@ export interface components {
          *             "events": "/api/v1/runpod/jobs/job_c2e85f1a7b9d3064e8a1f5b2/events",
          *             "cancel": "/api/v1/runpod/cancel/job_c2e85f1a7b9d3064e8a1f5b2"
          *           },
-         *           "replayed": false
+         *           "replayed": false,
+         *           "trace_id": "0af7651916cd43dd8448eb211c80319c"
          *         }
          *       ],
          *       "webhook_deliveries": [],
@@ -521,7 +523,8 @@ export interface components {
          *             "events": "/api/v1/runpod/jobs/job_a41c7e9b03d25f8e6b1c4d70/events",
          *             "cancel": "/api/v1/runpod/cancel/job_a41c7e9b03d25f8e6b1c4d70"
          *           },
-         *           "replayed": false
+         *           "replayed": false,
+         *           "trace_id": "0af7651916cd43dd8448eb211c80319c"
          *         },
          *         {
          *           "id": "job_c2e85f1a7b9d3064e8a1f5b2",
@@ -570,7 +573,8 @@ export interface components {
          *             "events": "/api/v1/runpod/jobs/job_c2e85f1a7b9d3064e8a1f5b2/events",
          *             "cancel": "/api/v1/runpod/cancel/job_c2e85f1a7b9d3064e8a1f5b2"
          *           },
-         *           "replayed": false
+         *           "replayed": false,
+         *           "trace_id": "0af7651916cd43dd8448eb211c80319c"
          *         }
          *       ],
          *       "webhook_deliveries": [],
@@ -944,7 +948,8 @@ export interface components {
          *         "events": "/api/v1/runpod/jobs/job_3f9a6c1e8b2d47a05c6e1f28/events",
          *         "cancel": "/api/v1/runpod/cancel/job_3f9a6c1e8b2d47a05c6e1f28"
          *       },
-         *       "replayed": false
+         *       "replayed": false,
+         *       "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"
          *     }
          * @example {
          *       "id": "job_3f9a6c1e8b2d47a05c6e1f28",
@@ -993,7 +998,8 @@ export interface components {
          *         "events": "/api/v1/runpod/jobs/job_3f9a6c1e8b2d47a05c6e1f28/events",
          *         "cancel": "/api/v1/runpod/cancel/job_3f9a6c1e8b2d47a05c6e1f28"
          *       },
-         *       "replayed": false
+         *       "replayed": false,
+         *       "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"
          *     }
          */
         JobOut: {
@@ -1059,6 +1065,11 @@ export interface components {
              * @default false
              */
             replayed?: boolean;
+            /**
+             * Trace Id
+             * @description Its OpenTelemetry trace (32 hex digits): the request that asked for it, its submission to RunPod, RunPod's webhook, its images. Null while tracing is off.
+             */
+            trace_id?: string | null;
         };
         /**
          * JobPage
@@ -1115,7 +1126,8 @@ export interface components {
          *             "events": "/api/v1/runpod/jobs/job_c2e85f1a7b9d3064e8a1f5b2/events",
          *             "cancel": "/api/v1/runpod/cancel/job_c2e85f1a7b9d3064e8a1f5b2"
          *           },
-         *           "replayed": false
+         *           "replayed": false,
+         *           "trace_id": "0af7651916cd43dd8448eb211c80319c"
          *         },
          *         {
          *           "id": "job_3f9a6c1e8b2d47a05c6e1f28",
@@ -1198,7 +1210,8 @@ export interface components {
          *             "events": "/api/v1/runpod/jobs/job_3f9a6c1e8b2d47a05c6e1f28/events",
          *             "cancel": "/api/v1/runpod/cancel/job_3f9a6c1e8b2d47a05c6e1f28"
          *           },
-         *           "replayed": false
+         *           "replayed": false,
+         *           "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"
          *         }
          *       ],
          *       "next_cursor": "job_3f9a6c1e8b2d47a05c6e1f28"
@@ -2164,7 +2177,8 @@ export interface operations {
                      *         "events": "/api/v1/runpod/jobs/job_3f9a6c1e8b2d47a05c6e1f28/events",
                      *         "cancel": "/api/v1/runpod/cancel/job_3f9a6c1e8b2d47a05c6e1f28"
                      *       },
-                     *       "replayed": false
+                     *       "replayed": false,
+                     *       "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"
                      *     }
                      */
                     "application/json": components["schemas"]["JobOut"];
@@ -2323,7 +2337,8 @@ export interface operations {
                      *             "events": "/api/v1/runpod/jobs/job_a41c7e9b03d25f8e6b1c4d70/events",
                      *             "cancel": "/api/v1/runpod/cancel/job_a41c7e9b03d25f8e6b1c4d70"
                      *           },
-                     *           "replayed": false
+                     *           "replayed": false,
+                     *           "trace_id": "0af7651916cd43dd8448eb211c80319c"
                      *         },
                      *         {
                      *           "id": "job_c2e85f1a7b9d3064e8a1f5b2",
@@ -2372,7 +2387,8 @@ export interface operations {
                      *             "events": "/api/v1/runpod/jobs/job_c2e85f1a7b9d3064e8a1f5b2/events",
                      *             "cancel": "/api/v1/runpod/cancel/job_c2e85f1a7b9d3064e8a1f5b2"
                      *           },
-                     *           "replayed": false
+                     *           "replayed": false,
+                     *           "trace_id": "0af7651916cd43dd8448eb211c80319c"
                      *         }
                      *       ],
                      *       "webhook_deliveries": [],
@@ -2591,7 +2607,8 @@ export interface operations {
                      *         "events": "/api/v1/runpod/jobs/job_3f9a6c1e8b2d47a05c6e1f28/events",
                      *         "cancel": "/api/v1/runpod/cancel/job_3f9a6c1e8b2d47a05c6e1f28"
                      *       },
-                     *       "replayed": false
+                     *       "replayed": false,
+                     *       "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"
                      *     }
                      */
                     "application/json": components["schemas"]["JobOut"];
