@@ -21,6 +21,7 @@ REQUIRED_TEST_MODULES = (
     "tests/cli/test_dev.py",
     "tests/test_seed_commands.py",
     "tests/jobs/test_engine.py",
+    "tests/jobs/test_failover.py",
     "tests/jobs/test_webhooks.py",
     "tests/api/test_endpoints.py",
     "tests/api/test_limits_ops.py",

@@ -22,9 +22,10 @@ def make_job(
     *,
     params: GenerationParams = SMALL,
     timeout_s: float = 30.0,
+    **fields: Any,
 ) -> str:
     with engine.db.session() as session:
-        return add_job(session, prompt=prompt, params=params, timeout_s=timeout_s).id
+        return add_job(session, prompt=prompt, params=params, timeout_s=timeout_s, **fields).id
 
 
 def load(engine: JobEngine, job_id: str) -> Job:
@@ -48,6 +49,7 @@ async def track_until_terminal(engine: JobEngine, *job_ids: str, timeout: float 
     dispatcher = Dispatcher(engine)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        await dispatcher.check_due_endpoints()
         await dispatcher.dispatch_round()
         await tick(engine)
         statuses = [JobStatus(load(engine, job_id).status) for job_id in job_ids]

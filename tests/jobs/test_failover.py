@@ -1,0 +1,120 @@
+"""Routes with several endpoints: an endpoint whose /run keeps failing leaves rotation and the
+route's other endpoint, or a fallback route, takes its jobs; none is run twice or lost."""
+
+import re
+from pathlib import Path
+
+from sqlalchemy import select
+
+from app.jobs.engine import JobEngine
+from app.jobs.models import Submission
+from app.scheduler.circuit import Circuit
+from app.scheduler.models import EndpointState
+from app.simulator.server import SimulatorServer
+from tests.jobs.helpers import event_kinds, load, make_job, track_until_terminal
+from tests.stack.ledger import EngineFactory
+from tests.stack.waiting import free_port
+
+
+def _dead_endpoint(endpoint_id: str) -> str:
+    return f"http://127.0.0.1:{free_port()}/v2/{endpoint_id}"
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "routes.toml"
+    path.write_text(text)
+    return path
+
+
+def _state(engine: JobEngine, endpoint_id: str) -> EndpointState:
+    with engine.db.session() as session:
+        return session.get_one(EndpointState, endpoint_id)
+
+
+def _submissions(engine: JobEngine, job_id: str) -> list[tuple[str | None, str]]:
+    with engine.db.session() as session:
+        rows = session.execute(
+            select(Submission.endpoint, Submission.outcome)
+            .where(Submission.job_id == job_id)
+            .order_by(Submission.id)
+        )
+        return [(endpoint, outcome) for endpoint, outcome in rows]
+
+
+async def test_an_endpoint_whose_run_keeps_failing_leaves_rotation(
+    make_engine: EngineFactory, simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    routes = _write(
+        tmp_path,
+        f"""
+[routes.sdxl]
+[[routes.sdxl.endpoints]]
+url = "{_dead_endpoint("ep-a")}"
+weight = 100
+[[routes.sdxl.endpoints]]
+url = "{simulator.base_url}/ep-b"
+weight = 0.01
+""",
+    )
+    engine = make_engine(
+        routes_file=routes,
+        circuit_failures=2,
+        circuit_cooldown=300,
+        submit_max_attempts=4,
+        runpod_max_retries=0,
+    )
+    job_ids = [make_job(engine, f"fox {n}", route="sdxl") for n in range(6)]
+
+    await track_until_terminal(engine, *job_ids)
+
+    a = _state(engine, "ep-a")
+    assert a.circuit == Circuit.OPEN
+    assert re.match(
+        r"/run failed \d+ times in a row: could not reach RunPod", a.circuit_reason or ""
+    )
+    assert a.retry_at is not None
+    assert a.trips == 1
+    for job_id in job_ids:
+        job = load(engine, job_id)
+        assert (job.status, job.endpoint) == ("completed", "ep-b")
+        attempts = _submissions(engine, job_id)
+        assert attempts[-1] == ("ep-b", "accepted")
+        assert all(outcome == "rejected" for _, outcome in attempts[:-1])
+    failed_at_a = [job_id for job_id in job_ids if len(_submissions(engine, job_id)) > 1]
+    assert failed_at_a, "the heavier endpoint took the first round"
+    assert ("submit_retry", "pending") in event_kinds(engine, failed_at_a[0])
+
+
+async def test_a_route_with_no_endpoint_in_rotation_falls_back(
+    make_engine: EngineFactory, simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    routes = _write(
+        tmp_path,
+        f"""
+[routes.sdxl]
+default = true
+fallbacks = ["flux"]
+[[routes.sdxl.endpoints]]
+url = "{_dead_endpoint("ep-a")}"
+
+[routes.flux]
+kind = "flux"
+[[routes.flux.endpoints]]
+url = "{simulator.base_url}/ep-flux"
+""",
+    )
+    engine = make_engine(
+        routes_file=routes,
+        circuit_failures=1,
+        circuit_cooldown=300,
+        submit_max_attempts=3,
+        runpod_max_retries=0,
+    )
+    job_id = make_job(engine, "a lighthouse", route="sdxl")
+
+    await track_until_terminal(engine, job_id)
+
+    job = load(engine, job_id)
+    assert (job.status, job.route, job.endpoint) == ("completed", "flux", "ep-flux")
+    assert ("rerouted", "pending") in event_kinds(engine, job_id)
+    assert _state(engine, "ep-a").circuit == Circuit.OPEN
