@@ -297,7 +297,8 @@ class Engine:
             return self._fleet(job.endpoint_id)
         fleet, worker = assigned
         fleet.pool.release(worker, now)
-        return fleet
+        # A deleted endpoint's fleet takes no more jobs; its endpoint's new one may.
+        return fleet if fleet is self._shared else self._fleet(job.endpoint_id)
 
     def _drop(self, job: Job) -> Fleet:
         job.removed = True

@@ -9,6 +9,7 @@ IN_QUEUE under the same id.
 import asyncio
 import random
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -175,17 +176,20 @@ class JobQueue:
 
     def prune(self) -> None:
         """Forget stale entries, so a purged or cancelled backlog does not linger in memory."""
-        self.take("")
+        self._take(lambda _: False)
 
     def take(self, endpoint_id: str) -> list[Job]:
-        """Remove and return the endpoint's waiting jobs (normal before low priority, each in
-        order), and forget stale entries."""
+        """Remove and return the endpoint's waiting jobs, normal before low priority, each in
+        order (and forget stale entries)."""
+        return self._take(lambda job: job.endpoint_id == endpoint_id)
+
+    def _take(self, wanted: Callable[[Job], bool]) -> list[Job]:
         taken: list[Job] = []
         for lane in self._lanes:
-            kept = [entry for entry in lane if self._waiting(*entry)]
-            taken += [job for job, _ in kept if job.endpoint_id == endpoint_id]
+            waiting = [entry for entry in lane if self._waiting(*entry)]
+            taken += [job for job, _ in waiting if wanted(job)]
             lane.clear()
-            lane.extend(entry for entry in kept if entry[0].endpoint_id != endpoint_id)
+            lane.extend(entry for entry in waiting if not wanted(entry[0]))
         return taken
 
     def clear(self) -> None:

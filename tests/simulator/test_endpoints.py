@@ -204,3 +204,11 @@ def test_queued_jobs_follow_their_endpoint_when_it_is_configured_or_deleted(
     assert status(ep_a, second) == "IN_QUEUE"
     sim.set_faults(workers=1)
     assert wait_until(ep_a, second)["status"] == "COMPLETED"
+    sim.set_endpoint("ep-a", workers=1, job_duration_ms=SLOW)
+    running = submit(ep_a)
+    sim.delete_endpoint("ep-a")  # the job runs on where it started
+    assert status(ep_a, running) == "IN_PROGRESS"
+    assert ep_a.get("/health").json()["workers"]["running"] == 0  # the shared pool's count
+    ep_a.post(f"/cancel/{running}")
+    sim.set_faults(job_duration_ms=50)
+    assert wait_until(ep_a, submit(ep_a))["status"] == "COMPLETED"
