@@ -1,21 +1,25 @@
 """Endpoints configured at startup: from a file or options, through `podrelay simulator` too."""
 
 import json
+import re
+import tomllib
 from pathlib import Path
 
 import httpx
 import pytest
 
 from app.devstack import start_process, stop_process, wait_http
+from app.simulator.config import ENDPOINT_KNOBS
 from app.simulator.endpoints import KnobError
 from app.simulator.server import SimulatorServer
 from app.simulator.specs import endpoint_option, load_endpoints, merge_endpoints
 from tests.cli.helpers import PODRELAY, assert_error_line, run_podrelay
+from tests.docs.helpers import ROOT, code_blocks
 from tests.simulator.helpers import endpoint_client, fast_config, submit, wait_until
 from tests.stack.processes import clean_env
 from tests.stack.waiting import free_port
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "app/simulator/endpoints.example.toml"
+EXAMPLE = ROOT / "app/simulator/endpoints.example.toml"
 
 
 def test_example_endpoints_serve_three_routes_and_reset_restores_them() -> None:
@@ -94,3 +98,13 @@ def test_bad_endpoint_options_are_one_error_line(
     result = run_podrelay("simulator", *args, env=clean_env(), cwd=tmp_path)
     assert result.returncode == 2
     assert_error_line(result, expected)
+
+
+def test_the_docs_show_every_per_endpoint_knob_and_the_example_file() -> None:
+    text = (ROOT / "docs/SIMULATOR.md").read_text()
+    _, _, table = text.partition("<!-- endpoint-knobs:start -->")
+    rows = table.partition("<!-- endpoint-knobs:end -->")[0].splitlines()[3:]
+    documented = {name for row in rows for name in re.findall(r"`([a-z_]+)`", row.split("|")[1])}
+    assert documented == ENDPOINT_KNOBS
+    [example] = code_blocks(text, "toml")
+    assert tomllib.loads(example) == load_endpoints(EXAMPLE)
