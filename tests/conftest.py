@@ -31,6 +31,8 @@ REQUIRED_TEST_MODULES = (
     "tests/notify/test_client_webhooks.py",
     "tests/simulator/test_lifecycle.py",
     "tests/simulator/test_faults.py",
+    "tests/simulator/test_endpoints.py",
+    "tests/simulator/test_startup_endpoints.py",
     "tests/test_bench_smoke.py",
     "tests/test_docker.py",
     "tests/docker/test_stack.py",

@@ -1,6 +1,5 @@
 """Commands that run Podrelay's processes on this machine: dev, simulator, worker, bench."""
 
-import json
 import subprocess
 import sys
 from enum import StrEnum
@@ -73,12 +72,30 @@ def simulator(
             "--set", help="Any other knob as NAME=JSON, e.g. --set 'error_rates={\"status\":0.2}'."
         ),
     ] = None,
+    endpoints_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--endpoints",
+            help="JSON or TOML file: a table of knob overrides per endpoint id, each endpoint "
+            "with its own workers (see docs/SIMULATOR.md).",
+        ),
+    ] = None,
+    endpoint: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--endpoint",
+            help="Configure one endpoint as ID or ID:NAME=JSON,NAME=JSON, e.g. "
+            "--endpoint 'flux:workers=1,cold_start_ms=4000' (repeatable; over --endpoints).",
+        ),
+    ] = None,
 ) -> None:
-    """Serve a RunPod-compatible API on HOST:PORT (see app/simulator/config.py for knobs)."""
+    """Serve a RunPod-compatible API on HOST:PORT (see docs/SIMULATOR.md for knobs)."""
     from pydantic import ValidationError
 
     from app.simulator.config import SimulatorConfig
+    from app.simulator.endpoints import Endpoints, KnobError
     from app.simulator.server import serve
+    from app.simulator.specs import assignment, merge_endpoints
 
     values: dict[str, Any] = {
         "api_key": api_key,
@@ -88,18 +105,19 @@ def simulator(
         "output_shape": output_shape,
         "fail_rate": fail_rate,
     }
-    for item in knob or []:
-        name, _, raw = item.partition("=")
-        try:
-            values[name.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            values[name.strip()] = raw
     try:
+        values.update(assignment(item) for item in knob or [])
+        endpoints = merge_endpoints(endpoints_file, endpoint or [])
         config = SimulatorConfig.model_validate(values)
+        Endpoints(config, endpoints)  # to refuse a bad one here, in one line
     except ValidationError as error:
         first = error.errors()[0]
         raise BadValue(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-    serve(config, host=host, port=port)
+    except KnobError as error:
+        raise BadValue(f"endpoint {error}") from None
+    except (OSError, ValueError) as error:
+        raise BadValue(str(error)) from None
+    serve(config, host=host, port=port, endpoints=endpoints)
 
 
 def worker(

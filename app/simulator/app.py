@@ -4,7 +4,7 @@ Status objects, waits and lifecycle live in the engine; this module only maps HT
 Admin routes (`/_sim/...`) and image downloads (`/images/...`) are in `admin.py`.
 """
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -57,7 +57,7 @@ def _job_router(sim: Simulator) -> APIRouter:
     async def run(endpoint_id: str, request: Request) -> Response:
         """Queue a job; answer with its id."""
         job = await submit(endpoint_id, request, sync=False)
-        lost = await sim.faults.lost_response()
+        lost = await sim.faults.lost_response(sim.knobs(endpoint_id))
         return lost or JSONResponse({"id": job.id, "status": JobStatus.IN_QUEUE.value})
 
     @router.post("/runsync")
@@ -65,7 +65,7 @@ def _job_router(sim: Simulator) -> APIRouter:
         """Queue a job and hold the request until it ends or `?wait` ms pass."""
         wait_s = parse_wait(request.query_params.get("wait"), config)
         job = await submit(endpoint_id, request, sync=True)
-        lost = await sim.faults.lost_response()
+        lost = await sim.faults.lost_response(sim.knobs(endpoint_id))
         return lost or await settled(job, wait_s)
 
     @get_and_post("/status/{job_id}")
@@ -86,7 +86,8 @@ def _job_router(sim: Simulator) -> APIRouter:
 
     @router.post("/cancel/{job_id}")
     async def cancel(endpoint_id: str, job_id: str) -> Response:
-        """Cancel a queued or running job; a finished job is left as it is."""
+        """Cancel a queued or running job (it answers CANCELLED, and so does its status from then
+        on); a finished job is left as it is."""
         job = lookup(endpoint_id, job_id)
         if job.terminal:
             return JSONResponse(engine.snapshot(job))
@@ -125,9 +126,16 @@ async def _client_gone(_: Request, __: Exception) -> Response:
     return Response(status_code=499)
 
 
-def create_app(config: SimulatorConfig | None = None) -> FastAPI:
-    """Build the simulator app; `config` stays live, so mutating it changes behaviour."""
-    sim = Simulator(config if config is not None else SimulatorConfig())
+def create_app(
+    config: SimulatorConfig | None = None, endpoints: Mapping[str, Mapping[str, Any]] | None = None
+) -> FastAPI:
+    """Build the simulator app; `config` stays live, so mutating it changes behaviour.
+
+    `endpoints` configures endpoints at startup, each id with its overrides of the knobs in
+    `config.ENDPOINT_KNOBS`; `/_sim/reset` returns to them. Raises `endpoints.KnobError` if
+    one is invalid.
+    """
+    sim = Simulator(config if config is not None else SimulatorConfig(), endpoints)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

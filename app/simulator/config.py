@@ -1,5 +1,8 @@
 """Every simulator knob in one mutable, validated model.
 
+The knobs in `ENDPOINT_KNOBS` describe one endpoint (its workers, timing, output and faults):
+an endpoint configured in `endpoints.Endpoints` may override them; the others are global.
+
 Operation names (the keys of the per-operation dict knobs) are the path segment that follows
 `/v2/{endpoint_id}/`: see `OPS`. `status` and `status-sync` share one rate-limit bucket, as in
 the hosted contract, so `rate_limits` has no `status-sync` key.
@@ -8,7 +11,7 @@ the hosted contract, so `rate_limits` has no `status-sync` key.
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 # Operations addressed as `/v2/{endpoint_id}/{op}/{job_id}`; the others take no job id.
 JOB_OPS = ("status", "status-sync", "stream", "cancel", "retry")
@@ -46,6 +49,7 @@ class SimulatorConfig(BaseModel):
     """Knobs of the RunPod Serverless simulator; change them live via `PATCH /_sim/config`."""
 
     model_config = ConfigDict(validate_assignment=True, extra="forbid")
+    _revision: int = PrivateAttr(0)
 
     # Access. With no api_key any non-empty key is accepted; with no endpoint_ids any id is.
     api_key: str | None = None
@@ -111,9 +115,23 @@ class SimulatorConfig(BaseModel):
     empty_output_rate: Rate = 0.0
     hang_rate: Rate = 0.0
     webhook_drop_rate: Rate = 0.0
+    # No GPU for the endpoint (throttled), or its workers failing (unhealthy): /health reports
+    # the workers so, and new jobs stay IN_QUEUE until it is switched off; running jobs finish.
+    throttled: bool = False
+    unhealthy: bool = False
     # Ends every job's ttl (queue + run) this soon at most, whatever its policy asked, so jobs
     # expire at RunPod (and answer 404) before the client's deadline; 0 leaves ttls alone.
     ttl_cap_ms: NonNegInt = 0
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name in type(self).model_fields:
+            self._revision += 1
+
+    @property
+    def revision(self) -> int:
+        """How many knob assignments this object has seen; endpoint views rebuild on a change."""
+        return self._revision
 
     @field_validator("rate_limits")
     @classmethod
@@ -126,3 +144,33 @@ class SimulatorConfig(BaseModel):
     def _known_ops(cls, value: dict[str, Any]) -> dict[str, Any]:
         _check_ops(value, OPS)
         return value
+
+
+# Knobs an endpoint may override (`PUT /_sim/endpoints/{endpoint_id}`); the rest are global.
+ENDPOINT_KNOBS = frozenset(
+    {
+        "workers",
+        "cold_start_ms",
+        "worker_idle_timeout_s",
+        "job_duration_ms",
+        "job_duration_jitter_ms",
+        "progress_updates",
+        "output_shape",
+        "max_image_side",
+        "error_rates",
+        "throttle_rates",
+        "throttle_burst",
+        "latency_ms",
+        "drop_run_response_rate",
+        "drop_mode",
+        "hang_s",
+        "fail_rate",
+        "fail_style",
+        "empty_output_rate",
+        "hang_rate",
+        "execution_timeout_status",
+        "throttled",
+        "unhealthy",
+        "ttl_cap_ms",
+    }
+)

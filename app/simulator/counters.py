@@ -1,4 +1,7 @@
-"""What the simulator has seen, for tests and benchmarks (`GET /_sim/counters`)."""
+"""What the simulator has seen, for tests and benchmarks (`GET /_sim/counters`).
+
+Counted per endpoint id (`?endpoint=...`); the simulator-wide counters are their sum.
+"""
 
 import hashlib
 import json
@@ -32,6 +35,15 @@ class Counters:
         self.jobs_by_fingerprint.clear()
         self.webhooks.update(_webhook_counts())
 
+    def add(self, other: "Counters") -> None:
+        self.calls.update(other.calls)
+        for op, codes in other.responses.items():
+            self.responses[op].update(codes)
+        self.jobs_created += other.jobs_created
+        self.jobs_by_fingerprint.update(other.jobs_by_fingerprint)
+        for name, count in other.webhooks.items():
+            self.webhooks[name] += count
+
     def record_job(self, job_input: Any) -> None:
         self.jobs_created += 1
         self.jobs_by_fingerprint[fingerprint(job_input)] += 1
@@ -48,3 +60,26 @@ class Counters:
             "webhooks": dict(self.webhooks),
             "jobs_by_status": jobs_by_status,
         }
+
+
+class CounterBook:
+    """Counters per endpoint id."""
+
+    def __init__(self) -> None:
+        self._by_endpoint: dict[str, Counters] = {}
+
+    def of(self, endpoint_id: str) -> Counters:
+        """The endpoint's counters, to record into."""
+        return self._by_endpoint.setdefault(endpoint_id, Counters())
+
+    def read(self, endpoint_id: str | None = None) -> Counters:
+        """One endpoint's counters (zero if it saw nothing), or with None the sum of all."""
+        if endpoint_id is not None:
+            return self._by_endpoint.get(endpoint_id, Counters())
+        total = Counters()
+        for counters in self._by_endpoint.values():
+            total.add(counters)
+        return total
+
+    def clear(self) -> None:
+        self._by_endpoint.clear()

@@ -2,6 +2,7 @@
 
 Injected errors and throttles answer before the route runs, so they have no side effects.
 A lost response is the opposite: the job is accepted and only the answer goes missing.
+Each call reads the knobs of the endpoint it addresses.
 """
 
 import asyncio
@@ -20,22 +21,20 @@ _TEXT_BODIES = {
 
 
 class FaultInjector:
-    def __init__(self, config: SimulatorConfig, rng: random.Random) -> None:
-        self._config = config
+    def __init__(self, rng: random.Random) -> None:
         self._rng = rng
 
     def _roll(self, rate: float) -> bool:
         # Zero rates draw nothing, so enabling one fault does not reshuffle the others' rolls.
         return rate > 0 and self._rng.random() < rate
 
-    async def delay(self, op: str) -> None:
-        latency_ms = self._config.latency_ms.get(op, 0)
+    async def delay(self, op: str, config: SimulatorConfig) -> None:
+        latency_ms = config.latency_ms.get(op, 0)
         if latency_ms:
             await asyncio.sleep(latency_ms / 1000)
 
-    def rejection(self, op: str) -> Response | None:
+    def rejection(self, op: str, config: SimulatorConfig) -> Response | None:
         """Return an injected 429 or 5xx answer for this call, or None to let it through."""
-        config = self._config
         burst = config.throttle_burst.get(op, 0)
         if burst > 0:
             config.throttle_burst[op] = burst - 1
@@ -49,11 +48,11 @@ class FaultInjector:
             return too_many_requests(1, with_header=config.retry_after_header)
         return None
 
-    async def lost_response(self) -> Response | None:
+    async def lost_response(self, config: SimulatorConfig) -> Response | None:
         """Replace the answer to an accepted submission with a gateway error, if rolled."""
-        if not self._roll(self._config.drop_run_response_rate):
+        if not self._roll(config.drop_run_response_rate):
             return None
-        if self._config.drop_mode == "hang":
-            await asyncio.sleep(self._config.hang_s)
+        if config.drop_mode == "hang":
+            await asyncio.sleep(config.hang_s)
             return PlainTextResponse("upstream request timeout", status_code=504)
         return json_error(502, "bad gateway")

@@ -2,6 +2,7 @@
 
 In order: count the call, add injected latency, check the API key, check the endpoint id,
 inject 429/5xx faults, apply the rate limit; then record the status code of whatever answered.
+Calls are counted per endpoint id, and latency and faults follow that endpoint's knobs.
 """
 
 import hmac
@@ -50,7 +51,7 @@ class Gate:
             await self.app(scope, receive, send)
             return
         endpoint_id, op = route
-        counters = self.sim.counters
+        counters = self.sim.counters.of(endpoint_id)
         counters.calls[op] += 1
 
         async def recording_send(message: Message) -> None:
@@ -62,8 +63,8 @@ class Gate:
         await (refusal or self.app)(scope, receive, recording_send)
 
     async def _screen(self, scope: Scope, endpoint_id: str, op: str) -> Response | None:
-        sim, config = self.sim, self.sim.config
-        await sim.faults.delay(op)
+        sim, config, knobs = self.sim, self.sim.config, self.sim.knobs(endpoint_id)
+        await sim.faults.delay(op, knobs)
         key = api_key_of(scope)
         expected = config.api_key
         if key is None or (
@@ -72,7 +73,7 @@ class Gate:
             return json_error(401, "unauthorized: missing or invalid API key")
         if config.endpoint_ids is not None and endpoint_id not in config.endpoint_ids:
             return json_error(404, "endpoint not found")
-        injected = sim.faults.rejection(op)
+        injected = sim.faults.rejection(op, knobs)
         if injected is not None:
             return injected
         bucket = rate_limit_key(op)

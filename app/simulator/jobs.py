@@ -9,6 +9,7 @@ IN_QUEUE under the same id.
 import asyncio
 import random
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -151,7 +152,7 @@ class JobQueue:
     """Two FIFO lanes; low-priority jobs run only when no normal job is waiting.
 
     Entries carry the job's generation at enqueue time; an entry whose job was since cancelled,
-    purged or requeued is stale and skipped.
+    purged, expired or requeued is stale and skipped.
     """
 
     def __init__(self) -> None:
@@ -161,20 +162,35 @@ class JobQueue:
         job.generation += 1
         self._lanes[1 if job.low_priority else 0].append((job, job.generation))
 
+    @staticmethod
+    def _waiting(job: Job, generation: int) -> bool:
+        return generation == job.generation and job.status is JobStatus.IN_QUEUE and not job.removed
+
     def pop(self) -> Job | None:
         for lane in self._lanes:
             while lane:
                 job, generation = lane.popleft()
-                if generation == job.generation and job.status is JobStatus.IN_QUEUE:
+                if self._waiting(job, generation):
                     return job
         return None
 
     def prune(self) -> None:
-        """Forget entries of deleted jobs, so a purged backlog does not linger in memory."""
+        """Forget stale entries, so a purged or cancelled backlog does not linger in memory."""
+        self._take(lambda _: False)
+
+    def take(self, endpoint_id: str) -> list[Job]:
+        """Remove and return the endpoint's waiting jobs, normal before low priority, each in
+        order (and forget stale entries)."""
+        return self._take(lambda job: job.endpoint_id == endpoint_id)
+
+    def _take(self, wanted: Callable[[Job], bool]) -> list[Job]:
+        taken: list[Job] = []
         for lane in self._lanes:
-            live = [entry for entry in lane if not entry[0].removed]
+            waiting = [entry for entry in lane if self._waiting(*entry)]
+            taken += [job for job, _ in waiting if wanted(job)]
             lane.clear()
-            lane.extend(live)
+            lane.extend(entry for entry in waiting if not wanted(entry[0]))
+        return taken
 
     def clear(self) -> None:
         for lane in self._lanes:

@@ -4,6 +4,7 @@ A worker is cold when it never ran or sat idle longer than `worker_idle_timeout_
 scaled it away); picking a job up on a cold worker costs `cold_start_ms`. The idle list is kept
 sorted by `last_active` (cold ones first, warmest last): hot workers are reused first, as a
 real autoscaler would, and counting warm workers is a binary search, not a scan of thousands.
+A held pool (its endpoint throttled or unhealthy) reports its workers without a job as held.
 """
 
 import bisect
@@ -11,8 +12,11 @@ import math
 import random
 import string
 from dataclasses import dataclass
+from typing import Literal
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
+
+Held = Literal["throttled", "unhealthy"]
 
 
 @dataclass(eq=False)
@@ -83,11 +87,16 @@ class WorkerPool:
             worker.last_active = None
             self._idle.insert(0, worker)
 
-    def counts(self, now: float, idle_timeout_s: float) -> dict[str, int]:
+    def go_cold(self) -> None:
+        """Make every idle worker cold: a throttled worker loses its GPU, and boots again."""
+        for worker in self._idle:
+            worker.last_active = None
+
+    def counts(self, now: float, idle_timeout_s: float, held: Held | None = None) -> dict[str, int]:
         booting = len(self._booting)
         first_warm = bisect.bisect_left(self._idle, now - idle_timeout_s, key=_activity)
-        warm_idle = len(self._idle) - first_warm
-        return {
+        warm_idle = 0 if held else len(self._idle) - first_warm
+        counts = {
             "idle": warm_idle,
             "initializing": booting,
             # The simulator has no separate "ready" phase: a booted idle worker is ready.
@@ -96,3 +105,6 @@ class WorkerPool:
             "throttled": 0,
             "unhealthy": 0,
         }
+        if held:
+            counts[held] = len(self._idle)
+        return counts

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from app.simulator.config import SimulatorConfig
-from app.simulator.counters import Counters
+from app.simulator.counters import CounterBook
 from app.simulator.jobs import Job, JobStatus
 
 # CANCELLED and TIMED_OUT notify only with `webhook_on_cancel`: the contract leaves them open.
@@ -15,7 +15,7 @@ _ALWAYS_NOTIFY = frozenset({JobStatus.COMPLETED, JobStatus.FAILED})
 
 
 class WebhookSender:
-    def __init__(self, config: SimulatorConfig, counters: Counters, rng: random.Random) -> None:
+    def __init__(self, config: SimulatorConfig, counters: CounterBook, rng: random.Random) -> None:
         self._config = config
         self._counters = counters
         self._rng = rng
@@ -44,21 +44,21 @@ class WebhookSender:
             return
         if job.status in _ALWAYS_NOTIFY or self._config.webhook_on_cancel:
             payload = {**job.snapshot(now, progress=False), "input": job.input}
-            self._send(job.webhook, {**payload, "webhook": job.webhook})
+            stats = self._counters.of(job.endpoint_id).webhooks
+            self._send(job.webhook, {**payload, "webhook": job.webhook}, stats)
 
-    def _send(self, url: str, payload: dict[str, Any]) -> None:
+    def _send(self, url: str, payload: dict[str, Any], stats: dict[str, int]) -> None:
         """Schedule delivery in the background (or count it as dropped by fault injection)."""
         webhook_drop_rate = self._config.webhook_drop_rate
         if webhook_drop_rate > 0 and self._rng.random() < webhook_drop_rate:
-            self._counters.webhooks["dropped"] += 1
+            stats["dropped"] += 1
             return
-        task = asyncio.get_running_loop().create_task(self._deliver(url, payload))
+        task = asyncio.get_running_loop().create_task(self._deliver(url, payload, stats))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, url: str, payload: dict[str, Any]) -> None:
+    async def _deliver(self, url: str, payload: dict[str, Any], stats: dict[str, int]) -> None:
         assert self._client is not None, "WebhookSender.start() was not awaited"
-        stats = self._counters.webhooks
         for attempt in range(self._config.webhook_attempts):
             if attempt:
                 await asyncio.sleep(self._config.webhook_retry_delay_s)

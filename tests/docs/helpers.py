@@ -10,6 +10,7 @@ DOCUMENTS = (
     DOCS / "RUNPOD_SETUP.md",
     DOCS / "RUNPOD_API_INTEGRATION.md",
     DOCS / "TROUBLESHOOTING.md",
+    DOCS / "SIMULATOR.md",
 )
 _FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.DOTALL | re.MULTILINE)
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from app.simulator.server import SimulatorServer
-from tests.simulator.helpers import API_KEY, ENDPOINT, WebhookReceiver, fast_config
+from tests.simulator.helpers import ENDPOINT, WebhookReceiver, endpoint_client, fast_config
 
 
 @pytest.fixture(scope="session")
@@ -30,9 +30,7 @@ def sim(sim_server: SimulatorServer) -> SimulatorServer:
 
 @pytest.fixture(scope="session")
 def _api_client(sim_server: SimulatorServer) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {API_KEY}"}
-    base_url = f"{sim_server.base_url}/{ENDPOINT}"
-    with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
+    with endpoint_client(sim_server, ENDPOINT) as client:
         yield client
 
 

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from app.simulator.config import SimulatorConfig
+from app.simulator.server import SimulatorServer
 
 ENDPOINT = "ep-test"
 API_KEY = "test-key"
@@ -29,6 +30,12 @@ def fast_config() -> SimulatorConfig:
         webhook_retry_delay_s=0.05,
         webhook_timeout_s=2,
     )
+
+
+def endpoint_client(server: SimulatorServer, endpoint_id: str) -> httpx.Client:
+    """Authenticated client for `/v2/{endpoint_id}/...`; close it (or use it in `with`)."""
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    return httpx.Client(base_url=f"{server.base_url}/{endpoint_id}", headers=headers, timeout=30)
 
 
 def submit(client: httpx.Client, body: dict[str, Any] | None = None, **job_input: Any) -> str:

@@ -36,6 +36,18 @@ def test_ttl_deletes_job_mid_run(sim: SimulatorServer, client: httpx.Client) -> 
     assert wait_until(client, submit(client))["status"] == "COMPLETED"
 
 
+def test_a_queued_job_that_expired_never_takes_a_worker(
+    sim: SimulatorServer, client: httpx.Client
+) -> None:
+    sim.set_faults(workers=0, job_duration_ms=2000)
+    job_id = submit(client, {"input": {"prompt": "p", **SMALL}, "policy": {"ttl": 100}})
+    wait_for_404(client, job_id)
+    sim.set_faults(workers=1)
+    workers = client.get("/health").json()["workers"]
+    assert workers["running"] == 0
+    assert workers["initializing"] == 0
+
+
 def test_ttl_cap_shortens_the_ttl_a_job_asked_for(
     sim: SimulatorServer, client: httpx.Client
 ) -> None:
