@@ -48,6 +48,11 @@ def installed_npm() -> str:
     installed = TYPESCRIPT / "node_modules" / ".package-lock.json"
     lock = TYPESCRIPT / "package-lock.json"
     if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
-        done = run([npm, "ci", "--no-audit", "--no-fund"], TYPESCRIPT)
+        done = run([npm, "ci", "--no-audit", "--no-fund"], TYPESCRIPT)  # `prepare` builds dist/
         assert done.returncode == 0, done.stderr[-3000:]
+    built = TYPESCRIPT / "dist" / "index.js"
+    sources = (TYPESCRIPT / "src").rglob("*.ts")
+    if not built.exists() or any(s.stat().st_mtime > built.stat().st_mtime for s in sources):
+        done = run([npm, "run", "build"], TYPESCRIPT)
+        assert done.returncode == 0, done.stdout[-3000:]
     return npm
