@@ -88,7 +88,12 @@ def record_health(
     state.route, state.checked_at, state.error = endpoint.route, now, error
     if report is not None:
         route = settings.catalogue.routes[endpoint.route]
-        waiting = report.job_count("inQueue") > 0 or _pending(session, endpoint.route)
+        # An endpoint out of rotation is probed only once a worker there can run.
+        waiting = (
+            state.circuit != Circuit.CLOSED
+            or report.job_count("inQueue") > 0
+            or _pending(session, endpoint.route)
+        )
         oldest = _oldest_queued_s(session, endpoint, now)
         reason = health_trip(route, report, waiting=waiting, oldest_queued_s=oldest)
         after_health(settings, state, now, reason)

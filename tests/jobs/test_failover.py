@@ -1,11 +1,13 @@
 """Routes with several endpoints: an endpoint whose /run keeps failing leaves rotation and the
 route's other endpoint, or a fallback route, takes its jobs; none is run twice or lost."""
 
+import asyncio
 import re
 from pathlib import Path
 
 from sqlalchemy import select
 
+from app.jobs.dispatch import Dispatcher
 from app.jobs.engine import JobEngine
 from app.jobs.models import Submission
 from app.scheduler.circuit import Circuit
@@ -118,3 +120,97 @@ url = "{simulator.base_url}/ep-flux"
     assert (job.status, job.route, job.endpoint) == ("completed", "flux", "ep-flux")
     assert ("rerouted", "pending") in event_kinds(engine, job_id)
     assert _state(engine, "ep-a").circuit == Circuit.OPEN
+
+
+def _two_endpoints(tmp_path: Path, simulator: SimulatorServer) -> Path:
+    for endpoint_id in ("ep-a", "ep-b"):
+        simulator.set_endpoint(endpoint_id, workers=2, job_duration_ms=50)
+    return _write(
+        tmp_path,
+        f"""
+[routes.sdxl]
+[[routes.sdxl.endpoints]]
+url = "{simulator.base_url}/ep-a"
+weight = 100
+[[routes.sdxl.endpoints]]
+url = "{simulator.base_url}/ep-b"
+weight = 0.01
+""",
+    )
+
+
+async def test_jobs_queued_at_a_throttled_endpoint_move_once_their_cancel_is_confirmed(
+    make_engine: EngineFactory, simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    engine = make_engine(
+        routes_file=_two_endpoints(tmp_path, simulator),
+        health_check_interval=0.2,
+        circuit_cooldown=0.3,
+        max_in_flight=4,
+    )
+    simulator.set_endpoint("ep-a", throttled=True)  # its GPUs are gone
+    first = [make_job(engine, f"owl {n}", route="sdxl") for n in range(6)]
+    # The outage began since A's last /health: it takes jobs, which wait IN_QUEUE there.
+    await Dispatcher(engine).dispatch_round()
+    while not any(load(engine, job_id).status == "queued" for job_id in first):
+        await asyncio.sleep(0.05)
+
+    await track_until_terminal(engine, *first)
+
+    moved = [job_id for job_id in first if ("moved", "pending") in event_kinds(engine, job_id)]
+    assert moved, "the heavier endpoint took jobs before its circuit opened"
+    for job_id in first:
+        assert (load(engine, job_id).status, load(engine, job_id).endpoint) == ("completed", "ep-b")
+    for job_id in moved:
+        assert [outcome for _, outcome in _submissions(engine, job_id)] == ["moved", "accepted"]
+    # RunPod ran each input once: the moved ones were cancelled at A before they started.
+    at_a = simulator.statuses_by_input("ep-a")
+    assert at_a
+    assert all(statuses == ["CANCELLED"] for statuses in at_a.values())
+    assert all(
+        statuses == ["COMPLETED"] for statuses in simulator.statuses_by_input("ep-b").values()
+    )
+    a = _state(engine, "ep-a")
+    assert a.circuit == Circuit.OPEN
+    assert a.circuit_reason == "no worker can run (2 throttled) while jobs wait"
+
+    # A recovers: once its cooldown is over, /health no longer trips it, a probe job is sent
+    # there, and its acceptance puts A back in rotation.
+    simulator.set_endpoint("ep-a", throttled=None)
+    later = [make_job(engine, f"heron {n}", route="sdxl") for n in range(6)]
+    await track_until_terminal(engine, *later)
+    assert _state(engine, "ep-a").circuit == Circuit.CLOSED
+    assert {load(engine, job_id).endpoint for job_id in later} >= {"ep-a"}
+
+
+async def test_a_job_whose_run_answer_was_ambiguous_never_moves(
+    make_engine: EngineFactory, simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    engine = make_engine(
+        routes_file=_two_endpoints(tmp_path, simulator),
+        health_check_interval=0.2,
+        circuit_cooldown=300,
+        submit_max_attempts=5,
+    )
+    simulator.set_endpoint("ep-a", drop_run_response_rate=1.0, throttled=True)
+    job_id = make_job(engine, "a lost answer", route="sdxl")
+    dispatcher = Dispatcher(engine)
+
+    async def turn() -> None:
+        await dispatcher.check_due_endpoints()
+        await dispatcher.dispatch_round()
+        await asyncio.sleep(0.05)
+
+    await dispatcher.dispatch_round()  # before A's first /health
+    while [outcome for _, outcome in _submissions(engine, job_id)] != ["ambiguous"]:
+        await asyncio.sleep(0.05)
+    # RunPod holds it IN_QUEUE at A, which leaves rotation; B is idle, yet the job stays.
+    await turn()
+    while _state(engine, "ep-a").circuit != Circuit.OPEN:
+        await turn()
+    for _ in range(20):
+        await turn()
+    job = load(engine, job_id)
+    assert (job.status, job.endpoint) == ("pending", "ep-a")
+    assert {endpoint for endpoint, _ in _submissions(engine, job_id)} == {"ep-a"}
+    assert simulator.statuses_by_input("ep-b") == {}
