@@ -27,6 +27,7 @@ from rich.text import Text
 from app.core.config import Settings
 from app.core.parent_death import tied
 from app.core.supervisor import RestartPolicy, Restarts, exit_status, signal_group
+from app.scheduler.routes import WorkerKind
 
 API_HOST = "127.0.0.1"
 API_PORT = 8000
@@ -39,6 +40,10 @@ class Service:
     name: str
     argv: list[str]
     restart: RestartPolicy | None = None  # None: when it exits, the whole stack stops
+
+
+# The simulator's output shape for each worker kind (the others answer as worker-sdxl).
+_SIMULATED_SHAPES = {WorkerKind.COMFYUI: "comfyui", WorkerKind.A1111: "a1111"}
 
 
 def stack_services(
@@ -58,8 +63,21 @@ def stack_services(
             python, "-m", "app.cli", "simulator",
             "--host", settings.simulator_host, "--port", str(settings.simulator_port),
         ]  # fmt: skip
-        services.insert(0, Service("simulator", simulator))
+        services.insert(0, Service("simulator", [*simulator, *simulated_endpoints(settings)]))
     return services
+
+
+def simulated_endpoints(settings: Settings) -> list[str]:
+    """With a routes file, each endpoint the simulator stands in for gets its own workers and
+    answers in its route's worker's output shape (`podrelay simulator --endpoint`)."""
+    if settings.routes_file is None:
+        return []
+    argv = []
+    for route in settings.catalogue.routes.values():
+        shape = _SIMULATED_SHAPES.get(route.kind, "worker-sdxl")
+        for endpoint in route.endpoints:
+            argv += ["--endpoint", f'{endpoint.id}:output_shape="{shape}"']
+    return argv
 
 
 def worker_argv(*, concurrency: int = 8, beat: bool = True, loglevel: str = "WARNING") -> list[str]:

@@ -44,6 +44,9 @@ def dev(
 def _banner(settings: Settings, api_url: str) -> list[tuple[str, str]]:
     target = settings.runpod_target
     runpod = f"{target.base_url}/{target.endpoint_id}"
+    if settings.routes_file is not None:
+        routes = settings.catalogue.routes
+        runpod = f"{len(routes)} routes from {settings.routes_file}: {', '.join(routes)}"
     return [
         ("Playground", f"{api_url}/"),
         ("Podrelay API", f"{api_url}/api/v1/runpod  (docs: {api_url}/docs)"),

@@ -391,7 +391,8 @@ class Settings(BaseSettings):
         key = target.api_key.get_secret_value()
         if self.routes_file is None:
             return single_route(target.base_url, target.endpoint_id, key)
-        return load_catalogue(self.routes_file, fallback_key=key)
+        simulator_base = target.base_url if target.is_simulator else None
+        return load_catalogue(self.routes_file, fallback_key=key, simulator_base=simulator_base)
 
     def price_of(self, route: str) -> float:
         """USD per GPU second on a route: its own price, or GPU_PRICE_PER_SECOND."""

@@ -156,10 +156,16 @@ def single_route(base_url: str, endpoint_id: str, api_key: str) -> Catalogue:
 
 
 def load_catalogue(
-    path: Path, *, environ: Mapping[str, str] | None = None, fallback_key: str = ""
+    path: Path,
+    *,
+    environ: Mapping[str, str] | None = None,
+    fallback_key: str = "",
+    simulator_base: str | None = None,
 ) -> Catalogue:
     """Read and check a routes file; raises `RoutesFileError`. An endpoint without
-    `api_key_env` uses `fallback_key` (RUNPOD_API_KEY, or the simulator's)."""
+    `api_key_env` uses `fallback_key` (RUNPOD_API_KEY, or the simulator's). With
+    `simulator_base` (no RunPod configured), the endpoints named by `id` are the local
+    simulator's, on the simulator's key."""
     environ = os.environ if environ is None else environ
     try:
         document = tomllib.loads(path.read_text())
@@ -176,12 +182,17 @@ def load_catalogue(
             config = RouteConfig.model_validate(table)
         except ValidationError as error:
             raise RoutesFileError(f"{path}: route {name!r}: {_first(error)}") from None
-        routes[name] = _route(path, name, config, environ, fallback_key)
+        routes[name] = _route(path, name, config, environ, fallback_key, simulator_base)
     return Catalogue(routes=routes, default=_check_links(path, routes, document["routes"]))
 
 
 def _route(
-    path: Path, name: str, config: RouteConfig, environ: Mapping[str, str], fallback_key: str
+    path: Path,
+    name: str,
+    config: RouteConfig,
+    environ: Mapping[str, str],
+    fallback_key: str,
+    simulator_base: str | None,
 ) -> Route:
     endpoints = []
     for index, item in enumerate(config.endpoints):
@@ -190,9 +201,9 @@ def _route(
             assert match is not None
             base_url, endpoint_id = match["base"], match["ep"]
         else:
-            base_url, endpoint_id = RUNPOD_BASE, str(item.id)
+            base_url, endpoint_id = simulator_base or RUNPOD_BASE, str(item.id)
         key = fallback_key
-        if item.api_key_env is not None:
+        if item.api_key_env is not None and not (simulator_base and item.url is None):
             key = environ.get(item.api_key_env, "")
             if not key:
                 where = f"endpoints.{index}.api_key_env: {item.api_key_env}"

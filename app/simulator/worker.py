@@ -64,9 +64,11 @@ def _int_field(data: dict[str, Any], name: str, default: int, low: int, high: in
 
 
 def parse_input(raw: Any, config: SimulatorConfig, rng: random.Random) -> ImageRequest:
-    """Validate a job input the way worker-sdxl does; raise InputError on the first problem."""
+    """Validate a job input the way worker-sdxl does (a ComfyUI workflow, A1111's or FLUX's
+    parameters are read as theirs); raise InputError on the first problem."""
     if not isinstance(raw, dict):
         raise InputError("input must be a JSON object.")
+    raw = sdxl_fields(raw)
     prompt = raw.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise InputError("prompt is a required field.")
@@ -80,7 +82,7 @@ def parse_input(raw: Any, config: SimulatorConfig, rng: random.Random) -> ImageR
     if shape not in OUTPUT_SHAPES:
         raise InputError(f"sim_output_shape must be one of {list(OUTPUT_SHAPES)}.")
     seed = raw.get("seed")
-    if seed is None:
+    if seed is None or seed == -1:  # -1: A1111's and FLUX's "random"
         seed = rng.randrange(2**32)
     elif isinstance(seed, bool) or not isinstance(seed, int):
         raise InputError("seed must be an integer.")
@@ -96,6 +98,30 @@ def parse_input(raw: Any, config: SimulatorConfig, rng: random.Random) -> ImageR
         return_type=return_type,
         shape=shape,
     )
+
+
+# Other workers' names for worker-sdxl's fields (A1111's, ComfyUI nodes' inputs).
+_ALIASES = {"steps": "num_inference_steps", "batch_size": "num_images"}
+_WORKFLOW_FIELDS = {"width", "height", "seed", "steps", "batch_size"}
+
+
+def sdxl_fields(raw: dict[str, Any]) -> dict[str, Any]:
+    """The worker-sdxl fields of another worker's input: a ComfyUI workflow's (`workflow`: its
+    first CLIPTextEncode's text, its nodes' sizes, seed, steps and batch), A1111's; worker-sdxl's
+    own input unchanged."""
+    workflow = raw.get("workflow")
+    if not isinstance(workflow, dict):
+        return {_ALIASES.get(name, name): value for name, value in raw.items()}
+    found: dict[str, Any] = {}
+    for node in workflow.values():
+        inputs = node.get("inputs") if isinstance(node, dict) else None
+        if not isinstance(inputs, dict):
+            continue
+        if node.get("class_type") == "CLIPTextEncode":
+            found.setdefault("prompt", inputs.get("text"))
+        for name in _WORKFLOW_FIELDS & inputs.keys():
+            found[_ALIASES.get(name, name)] = inputs[name]
+    return found
 
 
 def failure_message(style: str, rng: random.Random, worker_id: str) -> str:

@@ -79,8 +79,10 @@ RUN_HERE = {
     'redis-cli -u "$REDIS_URL" ping': "test_redis_cli",
     COMPOSE_SECRETS: "test_compose_secrets_command",
 }
-# Run verbatim by tests/test_seed_commands.py::test_the_seed_commands_run_monitor_and_purge.
-RUN_ELSEWHERE = {"tail -f logs/app.log | grep RUNPOD"}
+# Run verbatim by tests/test_seed_commands.py::test_the_seed_commands_run_monitor_and_purge, and
+# (`make run` being `podrelay dev`) by tests/docs/test_routes_example.py.
+ROUTES_RUN = "ROUTES_FILE=routes.example.toml make run"
+RUN_ELSEWHERE = {"tail -f logs/app.log | grep RUNPOD", ROUTES_RUN}
 # Documented, not run here.
 _STACK = "tests/docker/test_stack.py builds the images and runs this file's simulator profile"
 _LOCAL = "the same images and commands as docker-compose.yml, which tests/docker runs"
