@@ -17,7 +17,7 @@ from app.core.metrics import observe_runpod_attempt
 from app.media import open_store
 from app.media.store import MediaStore
 from app.runpod import RunPodClient
-from app.runpod.client import DEFAULT_MAX_CONNECTIONS
+from app.runpod.client import DEFAULT_MAX_CONNECTIONS, IDLE_CONNECTION_S
 from app.scheduler.routes import Catalogue, Endpoint
 from app.services.runpod_client import endpoint_client
 
@@ -98,6 +98,7 @@ class JobEngine:
                 limits=httpx.Limits(
                     max_connections=DOWNLOAD_CONCURRENCY,
                     max_keepalive_connections=DOWNLOAD_CONCURRENCY,
+                    keepalive_expiry=IDLE_CONNECTION_S,
                 ),
             )
         return self._http

@@ -34,6 +34,8 @@ DEFAULT_MAX_RETRIES = 4
 # RunPod allows 200 concurrent /run calls per endpoint; a pool past a few dozen costs more CPU
 # per request (httpcore checks every connection) than it gains in parallelism.
 DEFAULT_MAX_CONNECTIONS = 32
+# Seconds a kept-alive connection may stay idle; the pool shrinks to what the traffic uses.
+IDLE_CONNECTION_S = 2.0
 USER_AGENT = "podrelay/0.1"
 
 # Called after every HTTP exchange with (operation, seconds, error or None); for metrics.
@@ -62,7 +64,9 @@ class RunPodClient:
         `on_attempt` (also settable later) observes each HTTP exchange, retries included.
         `max_connections` bounds the connections kept open to RunPod (and so the requests
         in flight): every one is kept alive, since a new TLS connection per request costs
-        far more than the pool's bookkeeping, which grows with the pool.
+        far more than the pool's bookkeeping; but one left idle for `IDLE_CONNECTION_S`
+        closes, because that bookkeeping checks every idle connection on every request (a
+        third of a worker's CPU per /run after a burst had opened them all).
         """
         if not api_key:
             raise RunPodConfigError("RUNPOD_API_KEY is not set")
@@ -79,7 +83,9 @@ class RunPodClient:
             timeout=timeout,
             transport=transport,
             limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=IDLE_CONNECTION_S,
             ),
         )
 
