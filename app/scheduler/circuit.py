@@ -19,7 +19,7 @@ import random
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
@@ -113,26 +113,26 @@ def record_run_outcomes(
     the failures in a row; the endpoint's own failures (`endpoint_failed`) trip it at
     CIRCUIT_FAILURES. Rows are locked only when they change."""
     if accepted:
-        mine = EndpointState.endpoint == endpoint_id
-        unsynced = {"synchronize_session": False}
-        session.execute(
-            update(EndpointState)
-            .where(mine, EndpointState.circuit == Circuit.CLOSED, EndpointState.run_failures > 0)
-            .values(run_failures=0)
-            .execution_options(**unsynced)
-        )
-        session.execute(
-            update(EndpointState)
-            .where(mine, EndpointState.circuit == Circuit.HALF_OPEN)
-            .values(
-                circuit=Circuit.CLOSED,
-                circuit_reason=None,
-                circuit_since=utcnow(),
-                retry_at=None,
-                trips=0,
-                run_failures=0,
+        half_open = EndpointState.circuit == Circuit.HALF_OPEN
+        closing = {
+            column: case((half_open, value), else_=getattr(EndpointState, column))
+            for column, value in (
+                ("circuit", Circuit.CLOSED.value),
+                ("circuit_reason", None),
+                ("circuit_since", utcnow()),
+                ("retry_at", None),
+                ("trips", 0),
             )
-            .execution_options(**unsynced)
+        }
+        session.execute(
+            update(EndpointState)
+            .where(EndpointState.endpoint == endpoint_id)
+            .where(
+                half_open
+                | ((EndpointState.circuit == Circuit.CLOSED) & (EndpointState.run_failures > 0))
+            )
+            .values(run_failures=0, **closing)
+            .execution_options(synchronize_session=False)
         )
     if not failures:
         return

@@ -7,10 +7,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from app.core.db import utcnow
 from app.jobs.dispatch import Dispatcher
 from app.jobs.engine import JobEngine
 from app.jobs.models import Submission
-from app.scheduler.circuit import Circuit
+from app.scheduler.circuit import Circuit, record_run_outcomes
 from app.scheduler.models import EndpointState
 from app.simulator.server import SimulatorServer
 from tests.jobs.helpers import event_kinds, load, make_job, track_until_terminal
@@ -214,3 +215,39 @@ async def test_a_job_whose_run_answer_was_ambiguous_never_moves(
     assert (job.status, job.endpoint) == ("pending", "ep-a")
     assert {endpoint for endpoint, _ in _submissions(engine, job_id)} == {"ep-a"}
     assert simulator.statuses_by_input("ep-b") == {}
+
+
+async def test_an_acceptance_clears_failures_and_closes_only_a_half_open_circuit(
+    make_engine: EngineFactory,
+) -> None:
+    engine = make_engine()
+    settings = engine.settings
+    with engine.db.session() as session:
+        for endpoint_id, circuit, failures in (
+            ("closed", Circuit.CLOSED, 2),
+            ("half", Circuit.HALF_OPEN, 0),
+            ("open", Circuit.OPEN, 0),
+        ):
+            state = EndpointState(endpoint=endpoint_id, route="default", checked_at=utcnow())
+            state.workers, state.jobs, state.max_in_flight, state.service_rate = {}, {}, 8, 1.0
+            state.circuit, state.run_failures, state.trips = circuit, failures, 3
+            session.add(state)
+    with engine.db.session() as session:
+        for endpoint_id in ("closed", "half", "open"):
+            record_run_outcomes(session, settings, endpoint_id, accepted=1, failures=[])
+    closed, half, still_open = (_state(engine, e) for e in ("closed", "half", "open"))
+    assert (closed.circuit, closed.run_failures, closed.trips) == (Circuit.CLOSED, 0, 3)
+    assert (half.circuit, half.trips, half.retry_at) == (Circuit.CLOSED, 0, None)
+    assert (still_open.circuit, still_open.trips) == (Circuit.OPEN, 3)
+
+    with engine.db.session() as session:
+        record_run_outcomes(session, settings, "closed", accepted=0, failures=["503", "503"])
+    assert (_state(engine, "closed").circuit, _state(engine, "closed").run_failures) == (
+        Circuit.CLOSED,
+        2,
+    )
+    with engine.db.session() as session:  # CIRCUIT_FAILURES (3) in a row
+        record_run_outcomes(session, settings, "closed", accepted=0, failures=["refused"])
+    tripped = _state(engine, "closed")
+    assert (tripped.circuit, tripped.trips) == (Circuit.OPEN, 4)
+    assert tripped.circuit_reason == "/run failed 3 times in a row: refused"
