@@ -56,14 +56,24 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_NOW = "podrelay.database_now"
+
+
 def database_now(session: Session) -> datetime:
     """The time by which leases are taken and checked: on PostgreSQL the server's clock, the
     same for every process whatever their own clocks say (a worker a minute ahead would see
     every lease as expired); on SQLite, a file on one machine, this machine's."""
     if session.get_bind().dialect.name != "postgresql":
         return utcnow()
-    now: datetime = session.execute(select(func.now())).scalar_one()
-    return now.astimezone(UTC)
+    # PostgreSQL's now() is the transaction's start: asked once per transaction.
+    transaction = session.get_transaction()
+    cached = session.info.get(_NOW)
+    if cached is not None and transaction is not None and cached[0] is transaction:
+        known: datetime = cached[1]
+        return known
+    now: datetime = session.execute(select(func.now())).scalar_one().astimezone(UTC)
+    session.info[_NOW] = (session.get_transaction(), now)
+    return now
 
 
 def normalize_database_url(url: str) -> str:

@@ -143,7 +143,7 @@ def move(
     current = JobStatus(job.status)
     if current == new or not can_move(current, new):
         return False
-    now = utcnow()
+    now = database_now(session)  # one clock for every process: queue delays compare them
     job.status = new
     if new is JobStatus.QUEUED:
         job.submitted_at = job.submitted_at or now
