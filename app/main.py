@@ -4,14 +4,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
-from app.accounts.callers import KeyLookup
-from app.accounts.ratelimit import HEADER_NAMES, rate_limiter_from_settings
+from app.accounts.credentials import Authenticator
+from app.accounts.ratelimit import rate_limiter_from_settings
 from app.api import examples, ops, webhooks
-from app.api.deps import enforce_rate_limit
-from app.api.endpoints import media, runpod_endpoints
+from app.api.cors import PublishableCORS
+from app.api.deps import authorize
+from app.api.endpoints import account, media, runpod_endpoints
 from app.api.errors import install_error_handlers, problem_responses
 from app.api.openapi_docs import (
     TAGS,
@@ -31,17 +31,6 @@ from app.jobs.webhooks import WebhookReceiver
 from app.playground import router as playground
 from app.services.runpod_client import close_client
 
-# What a browser page may send, and read back, across origins.
-CORS_REQUEST_HEADERS = (
-    "Authorization",
-    "X-API-Key",
-    "Content-Type",
-    "Idempotency-Key",
-    "Prefer",
-    "Last-Event-ID",
-)
-CORS_RESPONSE_HEADERS = ("Location", "Preference-Applied", "Retry-After", *HEADER_NAMES)
-
 
 @asynccontextmanager
 async def lifespan(application: FastAPI) -> AsyncIterator[None]:
@@ -50,10 +39,13 @@ async def lifespan(application: FastAPI) -> AsyncIterator[None]:
     state = application.state
     state.engine = engine
     state.rate_limiter = rate_limiter_from_settings(engine.settings)
-    state.keys = KeyLookup(engine.settings, engine.db)
+    state.authenticator = Authenticator(engine.settings, engine.db)
     state.intake = Intake(engine.settings, engine.db)
     state.webhooks = WebhookReceiver(engine.db, engine.store)
+    stop_metrics = ops.serve_metrics_port(engine.settings, engine.db)
     yield
+    stop_metrics()
+    await state.authenticator.aclose()
     await state.rate_limiter.aclose()
     await engine.aclose()
     await close_client()
@@ -78,27 +70,22 @@ def create_app() -> FastAPI:
     install_error_handlers(application)
     add_components(application, JobEventOut)
     keep_example_nulls(application)
-    application.include_router(
-        runpod_endpoints.router,
-        prefix="/api/v1",
-        dependencies=[Depends(enforce_rate_limit)],
-        # The rate limit, and the ledger or broker being unreachable, on every route.
-        responses=problem_responses(429, 503),
-    )
+    for router in (runpod_endpoints.router, account.router):
+        application.include_router(
+            router,
+            prefix="/api/v1",
+            # Each operation's scope and rate limit (`app.api.deps.ACCESS`).
+            dependencies=[Depends(authorize)],
+            # The rate limit, and the ledger or broker being unreachable, on every route.
+            responses=problem_responses(429, 503),
+        )
     # Signed image URLs: no API key, no per-key rate limit.
     application.include_router(media.router)
     application.include_router(webhooks.router)
     application.include_router(playground.router)
     ops.install_operations(application, settings)  # /readyz, /metrics, body limits
-    if settings.cors_origin_list:  # outermost, so every answer carries it
-        application.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origin_list,
-            allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=list(CORS_REQUEST_HEADERS),
-            expose_headers=list(CORS_RESPONSE_HEADERS),
-            max_age=600,
-        )
+    # Outermost, so every answer carries it: CORS_ORIGINS and publishable keys' origins.
+    application.add_middleware(PublishableCORS, origins=settings.cors_origin_list)
 
     @application.get(
         "/healthz",

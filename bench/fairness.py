@@ -75,6 +75,7 @@ def run_order(order: str, a_jobs: int, folder: Path, bound_s: float) -> OrderRes
             "queue_order": order,
             "max_in_flight": "80",
             "requests_per_minute": "1000000",
+            "creates_per_minute": "1000000",
             "max_concurrent_jobs": "0",
             "runpod_job_timeout": "3600",
         }

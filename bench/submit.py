@@ -376,6 +376,7 @@ def podrelay_env(
         # This measures accepting jobs, not refusing them: the rate limit is out of reach (yet
         # counted) and the cap on unfinished jobs is off, as the ledger only grows here.
         requests_per_minute=str(10**9),
+        creates_per_minute=str(10**9),
         max_concurrent_jobs="0",
     )
 

@@ -68,6 +68,11 @@ REQUIRED_TEST_MODULES = (
     "tests/clients/test_python_sdk.py",
     "tests/clients/test_typescript_sdk.py",
     "tests/tracing/test_tracing.py",
+    "tests/security/test_jwt.py",
+    "tests/security/test_scopes.py",
+    "tests/security/test_budgets.py",
+    "tests/api/test_fair_limits.py",
+    "tests/api/test_budgets.py",
 )
 
 

@@ -1,1 +1,1 @@
-"""API keys and the callers they stand for."""
+"""Who calls: API keys, session tokens, host-app JWTs; their scopes, budgets and rate limits."""

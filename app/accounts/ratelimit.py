@@ -1,8 +1,13 @@
-"""Per-caller request budget: `requests_per_minute` per fixed window.
+"""Per-caller request budgets per fixed window: one for creating jobs (`creates_per_minute`,
+600 by default) and one for reads and every other call (`requests_per_minute`, 3,000), as
+Replicate's are; so a client polling a job's status never spends what it needs to submit, and a
+burst of submissions never stops it from reading. A Server-Sent Events stream counts once, when
+it opens, not per event.
 
-A caller is its API key (its owner id), or for anonymous requests `anonymous:<client IP>`.
-A window opens with the caller's first request and lasts 60 s; every request in it counts,
-and past the budget the answer is 429 `rate_limited` with `Retry-After` until it closes.
+A caller is its owner (an API key's id, an end user's or a JWT user's owner), or for anonymous
+requests `anonymous:<client IP>`. A window opens with the caller's first request and lasts
+60 s; every request in it counts, and past the budget the answer is 429 `rate_limited` with
+`Retry-After` until it closes.
 Fixed windows can let up to twice the budget through around a window's end; they are exact,
 cheap, and tell the client precisely when to come back.
 
@@ -21,6 +26,7 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from enum import StrEnum
 from threading import Lock
 from typing import Protocol
 
@@ -34,7 +40,6 @@ from app.core.errors import RateLimited
 
 WINDOW_S = 60
 REDIS_PREFIX = "podrelay:ratelimit:"
-POLICY = "default"
 HEADER_NAMES = ("RateLimit", "RateLimit-Policy")
 _REDIS_TIMEOUT_S = 1.0
 _WARN_EVERY_S = 60.0
@@ -50,6 +55,13 @@ if ttl < 0 then
 end
 return {count, ttl}
 """
+
+
+class Budget(StrEnum):
+    """Which per-minute budget a request counts against (its `RateLimit-Policy` name)."""
+
+    CREATE = "create"
+    READ = "read"
 
 
 @dataclass(frozen=True)
@@ -68,11 +80,11 @@ class Hit:
     def remaining(self) -> int:
         return max(0, self.limit - self.count)
 
-    def headers(self) -> dict[str, str]:
+    def headers(self, budget: Budget) -> dict[str, str]:
         """The draft's structured fields (draft-ietf-httpapi-ratelimit-headers)."""
         return {
-            "RateLimit": f'"{POLICY}";r={self.remaining};t={self.reset_s}',
-            "RateLimit-Policy": f'"{POLICY}";q={self.limit};w={WINDOW_S}',
+            "RateLimit": f'"{budget}";r={self.remaining};t={self.reset_s}',
+            "RateLimit-Policy": f'"{budget}";q={self.limit};w={WINDOW_S}',
         }
 
 
@@ -181,12 +193,17 @@ def rate_limiter_from_settings(settings: Settings) -> RateLimiter:
     return MemoryRateLimiter()
 
 
-def over_limit(hit: Hit) -> RateLimited | None:
+def counter_key(budget: Budget, caller_key: str) -> str:
+    return f"{budget}:{caller_key}"
+
+
+def over_limit(hit: Hit, budget: Budget) -> RateLimited | None:
     """The refusal of a request its count put over the caller's limit."""
     if hit.allowed:
         return None
+    what = "job submissions" if budget is Budget.CREATE else "requests"
     return RateLimited(
-        f"over {hit.limit} requests per minute; retry in {hit.reset_s} s",
+        f"over {hit.limit} {what} per minute; retry in {hit.reset_s} s",
         retry_after=hit.reset_s,
-        headers={**hit.headers(), "Retry-After": str(hit.reset_s)},
+        headers={**hit.headers(budget), "Retry-After": str(hit.reset_s)},
     )

@@ -1,4 +1,5 @@
-"""Request dependencies: the engine, a unit-of-work session and the calling user."""
+"""Request dependencies: the engine, a unit-of-work session, the calling user, and what each
+operation needs of it (a scope, a per-minute budget)."""
 
 from collections.abc import Iterator
 from typing import Annotated
@@ -7,9 +8,12 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPBearer
 from sqlalchemy.orm import Session
 
-from app.accounts.callers import Caller, KeyLookup, anonymous_caller
+from app.accounts.callers import Caller, anonymous_caller
+from app.accounts.credentials import Authenticator
+from app.accounts.ratelimit import Budget
+from app.accounts.scopes import Scope, require_scope
 from app.api.ratelimit import count_request
-from app.core.errors import Forbidden, Unauthorized, invalid_api_key
+from app.core.errors import Forbidden, Unauthorized
 from app.jobs.engine import JobEngine
 from app.jobs.intake import Intake
 
@@ -34,14 +38,17 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
-    """The API key in `X-API-Key` or `Authorization: Bearer`; None when neither is there."""
+    """The credential in `X-API-Key` or `Authorization: Bearer` (an API key, a session token
+    or a JWT); None when neither is there."""
     if x_api_key:
         return x_api_key.strip()
     if authorization:
         scheme, _, value = authorization.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
-        raise Unauthorized("use 'Authorization: Bearer <API key>'", code="invalid_credentials")
+        raise Unauthorized(
+            "use 'Authorization: Bearer <API key or token>'", code="invalid_credentials"
+        )
     return None
 
 
@@ -55,7 +62,10 @@ class AuthorizationHeader(HTTPBearer):
 
 
 BEARER = AuthorizationHeader(
-    auto_error=False, scheme_name="BearerAuth", description="`Authorization: Bearer <API key>`"
+    auto_error=False,
+    scheme_name="BearerAuth",
+    description="`Authorization: Bearer <API key>`, a session token (`prs_...`) or a JWT of "
+    "the host app",
 )
 API_KEY_HEADER = APIKeyHeader(
     name="X-API-Key", auto_error=False, scheme_name="ApiKeyAuth", description="The API key."
@@ -75,15 +85,13 @@ async def get_current_user_optional(
     authorization: Annotated[str | None, Depends(BEARER)],
     x_api_key: Annotated[str | None, Depends(API_KEY_HEADER)],
 ) -> Caller | None:
-    """The caller of a presented API key; None when no key was presented (the seed's name)."""
-    plaintext = presented_key(authorization, x_api_key)
-    if plaintext is None:
+    """The caller of a presented API key, session token or JWT; None when none was presented
+    (the seed's name)."""
+    credential = presented_key(authorization, x_api_key)
+    if credential is None:
         return None
-    keys: KeyLookup = request.app.state.keys
-    caller = await keys.caller(plaintext)
-    if caller is None:
-        raise invalid_api_key()
-    return caller
+    authenticator: Authenticator = request.app.state.authenticator
+    return await authenticator.caller(credential, request.headers.get("origin"))
 
 
 async def get_current_user(
@@ -108,6 +116,32 @@ async def require_admin(caller: CallerDep) -> Caller:
 AdminDep = Annotated[Caller, Depends(require_admin)]
 
 
-async def enforce_rate_limit(request: Request, caller: CallerDep) -> None:
-    """Router dependency: count the request against the caller's budget, or answer 429."""
-    await count_request(request.scope, request.app, caller)
+# What each operation under /api/v1 needs: a scope (None: the route checks the caller itself)
+# and the per-minute budget it counts against. An operation missing here needs `admin`.
+ACCESS: dict[str, tuple[Scope | None, Budget]] = {
+    "generate": (Scope.JOBS_CREATE, Budget.CREATE),
+    "generate_batch": (Scope.JOBS_CREATE, Budget.CREATE),
+    "cancel": (Scope.JOBS_CREATE, Budget.READ),
+    "delete_job": (Scope.JOBS_CREATE, Budget.READ),
+    "status": (Scope.JOBS_READ, Budget.READ),
+    "list_jobs": (Scope.JOBS_READ, Budget.READ),
+    "get_batch": (Scope.JOBS_READ, Budget.READ),
+    "job_events": (Scope.JOBS_READ, Budget.READ),  # once per stream, not per event
+    "usage": (Scope.JOBS_READ, Budget.READ),
+    "get_image": (Scope.IMAGES_READ, Budget.READ),
+    "create_token": (None, Budget.READ),
+}
+
+
+def operation_access(operation: str) -> tuple[Scope | None, Budget]:
+    return ACCESS.get(operation, (Scope.ADMIN, Budget.READ))
+
+
+async def authorize(request: Request, caller: CallerDep) -> None:
+    """Router dependency: count the request against the caller's budget (429 past it), then
+    check the operation's scope (403)."""
+    route = request.scope.get("route")
+    scope, budget = operation_access(getattr(route, "name", ""))
+    await count_request(request.scope, request.app, caller, budget)
+    if scope is not None:
+        require_scope(caller.scopes, scope)

@@ -272,7 +272,64 @@ def _day(day: str, jobs: int, completed: int, images: int, gpu_seconds: float) -
 USAGE: Json = {
     "days": [_day("2026-03-13", 42, 40, 40, 301.562), _day("2026-03-14", 7, 6, 9, 58.07)],
     "gpu_price_per_second": GPU_PRICE,
+    "job_estimate_usd": 0.0044,
+    "budgets": [
+        {
+            "period": "daily",
+            "budget_usd": 5.0,
+            "spent_usd": 0.025551,
+            "remaining_usd": 4.974449,
+            "resets_at": "2026-03-15T00:00:00Z",
+        }
+    ],
 }
+KEY_ID = "key_4be1a09c7d23f5e8"
+TOKEN_REQUEST: Json = {
+    "user": "user-42",
+    "scopes": ["jobs:create", "jobs:read", "images:read"],
+    "ttl_s": 900,
+    "origins": ["https://app.example.com"],
+    "limits": {"daily_budget_usd": 2.0, "creates_per_minute": 30},
+}
+TOKEN: Json = {
+    "token": "prs_eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1c2VyLTQyIn0.c2lnbmF0dXJl",
+    "token_type": "Bearer",
+    "expires_at": "2026-03-14T10:15:00Z",
+    "expires_in": 900,
+    "owner": f"{KEY_ID}/user-42",
+    "scopes": ["images:read", "jobs:create", "jobs:read"],
+    "origins": ["https://app.example.com"],
+}
+KEY_REQUEST: Json = {
+    "name": "storefront",
+    "scopes": ["jobs:create", "jobs:read", "images:read"],
+    "origins": ["https://app.example.com"],
+    "expires": "30d",
+    "daily_budget_usd": 20.0,
+}
+KEY: Json = {
+    "id": KEY_ID,
+    "name": "storefront",
+    "prefix": "prk_Xq7b2L",
+    "scopes": ["images:read", "jobs:create", "jobs:read"],
+    "origins": ["https://app.example.com"],
+    "created_at": "2026-03-14T10:00:00Z",
+    "expires_at": "2026-04-13T10:00:00Z",
+    "revoked_at": None,
+    "max_priority": None,
+    "weight": None,
+    "requests_per_minute": None,
+    "creates_per_minute": None,
+    "daily_budget_usd": 20.0,
+    "monthly_budget_usd": None,
+    "webhook_url": None,
+}
+CREATED_KEY: Json = {
+    **KEY,
+    "api_key": "prk_Xq7b2LrT0mV4yWc8pN1sJ6dK9hG3fA5eZ2uQ7iO0xB4",
+    "webhook_secret": "whsec_MfKQ9r8GKYqBqAlsTPAYt5TkL9rsCE0xkcpVTz/4Ng8=",
+}
+KEY_LIST: Json = {"items": [KEY]}
 WEBHOOK_RECEIPT: Json = {"received": True, "changed": True}
 HEALTHZ: Json = {"status": "ok"}
 READY: Json = {

@@ -7,14 +7,18 @@ takes every API replica out of a load balancer that follows this probe. Its RunP
 reused for `RUNPOD_CHECK_TTL_S`, so frequent probes do not spend RunPod's /health allowance.
 
 Neither endpoint needs an API key; serve them on a network the public cannot reach (the
-metrics reveal traffic and job volumes, never keys, tokens or job ids).
+metrics reveal traffic and job volumes, never keys, tokens or job ids). In production, give
+`/metrics` a token (METRICS_TOKEN: scrapers send `Authorization: Bearer <token>`) or a port of
+its own (METRICS_PORT, which the API's port then no longer answers on; with several uvicorn
+workers, the first to start serves it).
 """
 
 import asyncio
+import hmac
 import os
 import re
 import time
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import httpx
@@ -25,7 +29,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import iter_route_contexts
 from loguru import logger
 from prometheus_client import REGISTRY
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import choose_encoder, start_http_server
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict
@@ -45,8 +49,9 @@ from app.api.limits import (
 )
 from app.api.openapi_docs import json_example
 from app.api.ratelimit import RateLimitHeadersMiddleware
-from app.core.config import Settings
+from app.core.config import Environment, Settings
 from app.core.db import Database
+from app.core.errors import NotFound, Unauthorized
 from app.core.metrics import observe_http_request, observe_runpod_attempt
 from app.jobs.models import Job
 from app.jobs.status import JobStatus
@@ -211,9 +216,42 @@ async def _check_runpod(application: Any, settings: Settings) -> Check:
     },
 )
 def metrics(request: Request, engine: EngineDep) -> Response:
+    """With METRICS_TOKEN, only for `Authorization: Bearer <token>`; with METRICS_PORT, not
+    here but on that port."""
+    settings = engine.settings
+    if settings.metrics_port is not None:
+        raise NotFound(f"metrics are served on port {settings.metrics_port}", code="not_found")
+    token = settings.metrics_token
+    if token is not None:
+        presented = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(presented, f"Bearer {token.get_secret_value()}".encode()):
+            raise Unauthorized("/metrics needs its token", code="metrics_token_required")
     encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-    scrape = _Scrape([REGISTRY, LedgerCollector(engine.db)])
-    return Response(encoder(scrape), headers={"Content-Type": content_type})
+    return Response(encoder(_scrape(engine.db)), headers={"Content-Type": content_type})
+
+
+def _scrape(db: Database) -> "_Scrape":
+    return _Scrape([REGISTRY, LedgerCollector(db)])
+
+
+def serve_metrics_port(settings: Settings, db: Database) -> Callable[[], None]:
+    """Serve the metrics on METRICS_PORT (in a thread), if set; returns what stops it."""
+    if settings.metrics_port is None:
+        if settings.environment is Environment.PRODUCTION and settings.metrics_token is None:
+            logger.warning("/metrics is open: set METRICS_TOKEN or METRICS_PORT in production")
+        return lambda: None
+    try:
+        server, thread = start_http_server(settings.metrics_port, registry=_scrape(db))
+    except OSError as error:  # another worker process of this API serves it
+        logger.warning("metrics port {} not served here: {}", settings.metrics_port, error)
+        return lambda: None
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return stop
 
 
 class _Scrape:

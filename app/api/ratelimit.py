@@ -1,8 +1,9 @@
-"""Rate limits over HTTP: each `/api/v1` request is counted against its caller's budget
-(`app.accounts.ratelimit`), and every answer to it carries the IETF draft's structured-field
-headers (draft-ietf-httpapi-ratelimit-headers): `RateLimit-Policy: "default";q=<limit>;w=60`
-and `RateLimit: "default";r=<remaining>;t=<seconds to reset>`; a small ASGI middleware adds
-them, so error answers, files and event streams get them too.
+"""Rate limits over HTTP: each `/api/v1` request is counted against one of its caller's budgets
+(`app.accounts.ratelimit`: `create` for submissions, `read` for the rest), and every answer to
+it carries the IETF draft's structured-field headers (draft-ietf-httpapi-ratelimit-headers):
+`RateLimit-Policy: "read";q=<limit>;w=60` and `RateLimit: "read";r=<remaining>;t=<seconds to
+reset>`; a small ASGI middleware adds them, so error answers, files and event streams get them
+too.
 
 A caller is its API key (its owner id), or for anonymous requests `anonymous:<client IP>`.
 Behind a reverse proxy, run uvicorn with `--proxy-headers --forwarded-allow-ips=<proxy>` so
@@ -13,7 +14,14 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.accounts.callers import ANONYMOUS, Caller
-from app.accounts.ratelimit import Hit, MemoryRateLimiter, RateLimiter, over_limit
+from app.accounts.ratelimit import (
+    Budget,
+    Hit,
+    MemoryRateLimiter,
+    RateLimiter,
+    counter_key,
+    over_limit,
+)
 
 _SCOPE_KEY = "podrelay.ratelimit"
 
@@ -33,18 +41,21 @@ def caller_key(scope: Scope, owner: str) -> str:
     return f"{ANONYMOUS}:{client[0] if client else 'unknown'}"
 
 
-async def count_request(scope: Scope, application: Starlette, caller: Caller) -> None:
+async def count_request(
+    scope: Scope, application: Starlette, caller: Caller, budget: Budget
+) -> None:
     """Count the request against the caller's budget; raises `RateLimited` past it."""
     limiter = rate_limiter_of(application)
-    hit = await limiter.hit(caller_key(scope, caller.owner), caller.requests_per_minute)
-    keep_rate_limit_headers(scope, hit)
-    if refusal := over_limit(hit):
+    limit = caller.creates_per_minute if budget is Budget.CREATE else caller.requests_per_minute
+    hit = await limiter.hit(counter_key(budget, caller_key(scope, caller.owner)), limit)
+    keep_rate_limit_headers(scope, hit, budget)
+    if refusal := over_limit(hit, budget):
         raise refusal
 
 
-def keep_rate_limit_headers(scope: Scope, hit: Hit) -> None:
+def keep_rate_limit_headers(scope: Scope, hit: Hit, budget: Budget) -> None:
     """Leave the hit's headers for the request's answer (whatever it is)."""
-    scope[_SCOPE_KEY] = hit.headers()
+    scope[_SCOPE_KEY] = hit.headers(budget)
 
 
 def rate_limit_headers(scope: Scope) -> dict[str, str] | None:
@@ -54,7 +65,7 @@ def rate_limit_headers(scope: Scope) -> dict[str, str] | None:
 
 
 class RateLimitHeadersMiddleware:
-    """Adds the headers `enforce_rate_limit` left in the scope to whatever answer is sent."""
+    """Adds the headers `count_request` left in the scope to whatever answer is sent."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

@@ -7,6 +7,7 @@ from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api import examples
+from app.api.account_schemas import BudgetOut
 from app.jobs.options import NO_NUL, GenerationOptions, Prompt
 from app.jobs.status import JobStatus
 from app.scheduler.fair import Priority
@@ -233,6 +234,8 @@ class UsageOut(BaseModel):
 
     days: list[UsageDay]
     gpu_price_per_second: float
+    job_estimate_usd: float = Field(description="What a new job counts against the budgets.")
+    budgets: list[BudgetOut] = Field(description="The caller's budgets (none: no limit).")
 
 
 class WebhookReceipt(BaseModel):

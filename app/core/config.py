@@ -232,7 +232,10 @@ class Settings(BaseSettings):
         description="Client webhook URLs on loopback/private addresses (default: development).",
     )
     requests_per_minute: int = Field(
-        default=120, ge=1, description="Requests per minute per API key (in Redis when set)."
+        default=3000,
+        ge=1,
+        description="Reads and other calls per minute per caller (creating jobs has its own "
+        "CREATES_PER_MINUTE); counted in Redis when set.",
     )
     max_concurrent_jobs: int = Field(
         default=100, ge=0, description="Unfinished jobs per API key at any one time (0: no cap)."
@@ -265,6 +268,79 @@ class Settings(BaseSettings):
         default=SecretStr("whsec_d2hzZWNfZGV2ZWxvcG1lbnRfb25seQ=="),
         description="Signs webhooks of anonymous callers (keys have their own): `whsec_` + "
         "base64 of random bytes; set it outside development.",
+    )
+
+    # Identity: the host app's users (JWT/OIDC), session tokens, budgets, limits, metrics.
+    creates_per_minute: int = Field(
+        default=600,
+        ge=1,
+        description="Job submissions (`POST /generate`, `/generate/batch`) per minute per caller.",
+    )
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        description="Accept HS256 JWTs from the host app signed with this shared secret (at "
+        "least 32 characters); `sub` becomes the job owner.",
+    )
+    jwt_jwks_url: str | None = Field(
+        default=None,
+        description="Accept RS256/ES256 JWTs signed by the keys at this JWKS URL.",
+    )
+    jwt_issuer: str | None = Field(
+        default=None,
+        description="The `iss` JWTs must carry; without JWT_JWKS_URL, its OIDC discovery "
+        "document names the JWKS.",
+    )
+    jwt_audience: str | None = Field(
+        default=None, description="The `aud` JWTs must carry (unset: tokens with any `aud` fail)."
+    )
+    jwt_leeway: float = Field(
+        default=30.0, ge=0, le=600, description="Clock skew allowed on `exp`, `nbf`, `iat` (s)."
+    )
+    jwt_jwks_cache_ttl: float = Field(
+        default=300.0, gt=0, le=86400, description="Seconds JWKS keys are used before a refetch."
+    )
+    jwt_jwks_max_stale: float = Field(
+        default=3600.0,
+        ge=0,
+        le=7 * 86400,
+        description="While the JWKS does not answer, its cached keys serve this much longer; "
+        "then JWTs get 503 `jwks_unavailable`.",
+    )
+    session_token_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs session tokens (`POST /api/v1/tokens`); unset: a key derived from "
+        "MEDIA_URL_SECRET.",
+    )
+    budget_daily_usd: float | None = Field(
+        default=None,
+        ge=0,
+        description="Each owner's daily USD budget unless its key or token says otherwise "
+        "(unset: none); over it, submissions get 402 `budget_exceeded`.",
+    )
+    budget_monthly_usd: float | None = Field(
+        default=None, ge=0, description="The same per calendar month (UTC)."
+    )
+    job_estimate_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="GPU seconds a new job is assumed to take against budgets until its route "
+        "has a median of recent executions.",
+    )
+    budget_webhook_url: str | None = Field(
+        default=None,
+        description="Where `budget.threshold` webhooks go for callers whose key has no "
+        "webhook URL (JWT users, anonymous).",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, `/metrics` needs `Authorization: Bearer <token>`.",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="When set, `/metrics` is served on this port only (all interfaces), not on "
+        "the API's.",
     )
 
     redis_url: str | None = Field(
@@ -400,6 +476,12 @@ class Settings(BaseSettings):
         if found is not None and found.price_per_second is not None:
             return found.price_per_second
         return self.gpu_price_per_second
+
+    @model_validator(mode="after")
+    def _check_identity(self) -> Self:
+        if self.jwt_secret is not None and len(self.jwt_secret.get_secret_value()) < 32:
+            raise ValueError("JWT_SECRET must be at least 32 characters (HS256 needs 256 bits)")
+        return self
 
     @property
     def runpod_target(self) -> RunPodTarget:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy
 from sqlalchemy import DateTime, Engine, MetaData, event, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -74,6 +75,13 @@ def database_now(session: Session) -> datetime:
     now: datetime = session.execute(select(func.now())).scalar_one().astimezone(UTC)
     session.info[_NOW] = (session.get_transaction(), now)
     return now
+
+
+def upsert(session: Session) -> Callable[[type[Base]], postgresql.Insert | sqlite.Insert]:
+    """`INSERT ... ON CONFLICT DO UPDATE`, which both backends spell the same way."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert
+    return sqlite.insert
 
 
 def normalize_database_url(url: str) -> str:

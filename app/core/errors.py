@@ -30,6 +30,10 @@ class Unauthorized(PodrelayError):
     status_code, code, title = 401, "unauthorized", "Unauthorized"
 
 
+class PaymentRequired(PodrelayError):
+    status_code, code, title = 402, "budget_exceeded", "Budget exceeded"
+
+
 class Forbidden(PodrelayError):
     status_code, code, title = 403, "forbidden", "Forbidden"
 

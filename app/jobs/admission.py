@@ -7,6 +7,7 @@ accepted whole or refused with one error (`app.core.errors`):
   came with another request (as the IETF draft says);
 - the caller may ask for the request's priority;
 - the caller's cap on unfinished jobs holds;
+- the caller's daily and monthly budgets cover the jobs' estimated cost (`app.accounts.budgets`);
 - the route's queue can start the jobs before their deadline (`app.scheduler.queue`).
 The options a schema cannot check come first (`app.jobs.options.check_options`). The jobs let
 through get their place in the queue: their priority and fair tag (`app.scheduler.fair`).
@@ -23,6 +24,7 @@ from typing import Any
 from sqlalchemy import func, literal, select, union_all
 from sqlalchemy.orm import Session
 
+from app.accounts.budgets import BudgetCheck
 from app.accounts.callers import Caller
 from app.accounts.idempotency import Fingerprinted, earlier_requests, remember_all
 from app.accounts.service import live_key_ids
@@ -41,7 +43,7 @@ from app.jobs.options import GenerationOptions
 from app.jobs.service import NewJob, RecordedJob, new_id
 from app.jobs.status import ACTIVE
 from app.scheduler.fair import Priority
-from app.scheduler.queue import Placement, admission_refusals, reserve_tags
+from app.scheduler.queue import Placement, QueueFull, admission_refusals, reserve_tags
 from app.scheduler.routes import DEFAULT_ROUTE
 
 # Under QUEUE_ORDER=fifo every job is this one owner's, so tags follow arrival.
@@ -100,8 +102,14 @@ def accept_requests(
         earlier_requests(session, keys)
     )
     active = active_job_counts(session, callers)
-    decisions = [_decide(request, live, earlier, active) for request in requests]
+    budgets = BudgetCheck(session, settings, callers)
+    decisions = [_decide(request, live, earlier, active, budgets) for request in requests]
     _place(session, [d for d in decisions if d.jobs], fifo=settings.queue_order == "fifo")
+    for decision in decisions:
+        if isinstance(decision.outcome, QueueFull):
+            request = decision.request
+            budgets.refund(request.caller, request.route, len(request.prompts))
+    budgets.notify()
     new_jobs = [job for decision in decisions for job in decision.jobs]
     _record_batches(session, new_jobs)
     recorded = {job.job.id: job for job in service.record_jobs(session, new_jobs)}
@@ -119,6 +127,7 @@ def _decide(
     live: set[str],
     earlier: dict[tuple[str, str], Fingerprinted | _Decision],
     active: dict[str, int],
+    budgets: BudgetCheck,
 ) -> _Decision:
     caller = request.caller
     try:
@@ -134,6 +143,7 @@ def _decide(
             if seen is not None:
                 return _replay(request, seen)
         check_capacity(caller, active, len(request.prompts))
+        budgets.charge(caller, request.route, len(request.prompts))
     except PodrelayError as refusal:
         return _Decision(request, refusal, [])
     if caller.owner in active:

@@ -38,6 +38,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.accounts.models import ApiKey
+from app.accounts.owners import signing_key_id
 from app.core.config import Settings, get_settings
 from app.core.db import database_now, utcnow
 from app.jobs.engine import JobEngine
@@ -55,9 +56,6 @@ JOB_EVENTS = {
     JobStatus.TIMED_OUT: "job.timed_out",
 }
 BATCH_COMPLETED = "batch.completed"
-# The owner of jobs made without an API key (`app.api.deps.ANONYMOUS`); signed with the
-# `WEBHOOK_SIGNING_SECRET` setting.
-ANONYMOUS_OWNER = "anonymous"
 API_PREFIX = "/api/v1/runpod"  # as `app.api.views.API_PREFIX`
 
 SEND_TIMEOUT_S = 10.0
@@ -132,6 +130,20 @@ def _delivery(
         attempt_log=[],
         next_attempt_at=now,
         created_at=now,
+    )
+
+
+def queue_account_event(
+    session: Session, *, owner: str, url: str, event: str, data: dict[str, Any]
+) -> None:
+    """Queue an event about an owner's account (`budget.threshold`), in the caller's
+    transaction, signed like the owner's job webhooks."""
+    now = utcnow()
+    payload = {"type": event, "timestamp": _iso(now), "data": data}
+    session.add(
+        _delivery(
+            owner=owner, job_id=None, batch_id=None, event=event, url=url, payload=payload, now=now
+        )
     )
 
 
@@ -352,10 +364,14 @@ def _claim_due(engine: JobEngine, limit: int) -> list[_Outgoing]:
 
 
 def _secrets(engine: JobEngine, session: Session, owners: set[str]) -> dict[str, str]:
-    rows = session.execute(select(ApiKey.id, ApiKey.webhook_secret).where(ApiKey.id.in_(owners)))
-    found = dict(rows.tuples().all())
-    if ANONYMOUS_OWNER in owners:
-        found[ANONYMOUS_OWNER] = engine.settings.webhook_signing_secret.get_secret_value()
+    """Each owner's signing secret: its key's (also for its session tokens' users), else
+    WEBHOOK_SIGNING_SECRET (anonymous, JWT users)."""
+    key_ids = {owner: signing_key_id(owner) for owner in owners}
+    wanted = {key_id for key_id in key_ids.values() if key_id}
+    rows = session.execute(select(ApiKey.id, ApiKey.webhook_secret).where(ApiKey.id.in_(wanted)))
+    by_key = dict(rows.tuples().all())
+    shared = engine.settings.webhook_signing_secret.get_secret_value()
+    found = {owner: by_key.get(key_id) if key_id else shared for owner, key_id in key_ids.items()}
     return {owner: secret for owner, secret in found.items() if secret}
 
 

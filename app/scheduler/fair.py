@@ -12,14 +12,13 @@ The tags are decided where the jobs are recorded (`app.jobs.admission`), so disp
 ordered index scan (`ix_jobs_dispatch_order`), safe with any number of dispatchers.
 """
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from enum import StrEnum
 
 from sqlalchemy import case, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.core.db import Base
+from app.core.db import upsert
 from app.scheduler.models import FairQueue, QueueClock
 
 
@@ -83,7 +82,7 @@ def claim_tags(
     SQLite, the database's), so no two jobs share a tag."""
     route, priority = queue
     step = 1.0 / weight
-    insert = _upsert(session)(FairQueue).values(
+    insert = upsert(session)(FairQueue).values(
         route=route, priority=priority, owner=owner, last_tag=virtual_time + count * step
     )
     current = FairQueue.last_tag
@@ -103,7 +102,7 @@ def claim_tags(
 def advance_clock(session: Session, queue: Queue, dispatched_tag: float) -> None:
     """The queue's virtual time moves to the tag of the latest job dispatched (never back)."""
     route, priority = queue
-    insert = _upsert(session)(QueueClock).values(
+    insert = upsert(session)(QueueClock).values(
         route=route, priority=priority, virtual_time=dispatched_tag
     )
     current = QueueClock.virtual_time
@@ -113,10 +112,3 @@ def advance_clock(session: Session, queue: Queue, dispatched_tag: float) -> None
             set_={"virtual_time": case((current > dispatched_tag, current), else_=dispatched_tag)},
         )
     )
-
-
-def _upsert(session: Session) -> Callable[[type[Base]], postgresql.Insert | sqlite.Insert]:
-    """`INSERT ... ON CONFLICT DO UPDATE`, which both backends spell the same way."""
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert
-    return sqlite.insert

@@ -150,8 +150,8 @@ async def test_over_the_budget_is_429_with_retry_after_and_ratelimit_headers(
         assert body["retryable"] is True
         assert 1 <= body["retry_after"] <= 60
         assert refused.headers["Retry-After"] == str(int(body["retry_after"]))
-        assert refused.headers["RateLimit-Policy"] == '"default";q=3;w=60'
-        assert refused.headers["RateLimit"] == f'"default";r=0;t={refused.headers["Retry-After"]}'
+        assert refused.headers["RateLimit-Policy"] == '"read";q=3;w=60'
+        assert refused.headers["RateLimit"] == f'"read";r=0;t={refused.headers["Retry-After"]}'
 
         # Health, readiness, metrics and RunPod's webhooks are not limited.
         for path in ("/healthz", "/metrics"):
@@ -228,7 +228,7 @@ async def test_with_redis_the_budget_is_shared_by_api_processes(
         with one.engine.db.session() as session:
             (key_id,) = [key.id for key in session.query(ApiKey).all()]
         keys = redis_db.keys(f"{REDIS_PREFIX}*")
-        assert keys == [f"{REDIS_PREFIX}{key_id}".encode()]  # the key id, never the key
+        assert keys == [f"{REDIS_PREFIX}read:{key_id}".encode()]  # the key id, never the key
         assert 0 < redis_db.pttl(keys[0]) <= 60_000
         assert int(redis_db.get(keys[0]) or 0) == 4
 

@@ -87,7 +87,8 @@ async def fuzz_api(
     # A finished job's event stream ends one ledger poll after its last event: poll at once.
     monkeypatch.setattr(history, "SSE_POLL_S", 0.01)
     # The rate limit would answer most examples with 429 (documented, but not what is tested).
-    async with api_factory(REQUESTS_PER_MINUTE="1000000", **ledger_env) as running:
+    limits = {"REQUESTS_PER_MINUTE": "1000000", "CREATES_PER_MINUTE": "1000000"}
+    async with api_factory(**limits, **ledger_env) as running:
         yield running
 
 

@@ -20,7 +20,7 @@ LIMITS = {
     "ENVIRONMENT": "production",
     "ALLOW_ANONYMOUS": "true",
     "ALLOW_PRIVATE_WEBHOOK_URLS": "true",
-    "REQUESTS_PER_MINUTE": "3",
+    "CREATES_PER_MINUTE": "3",
     "MAX_CONCURRENT_JOBS": "2",
 }
 # A variant: (the request's extra headers for its n-th request, the extra body fields).
@@ -47,7 +47,7 @@ def _assert_accepted(answer: httpx.Response) -> dict[str, Any]:
     assert answer.headers["content-type"] == "application/json"
     job: dict[str, Any] = answer.json()
     assert answer.headers["location"] == job["links"]["status"]
-    assert rate_limit(answer)["q"] == 3
+    assert rate_limit(answer, "create")["q"] == 3
     assert (job["status"], job["attempts"], job["replayed"]) == ("pending", 0, False)
     return job
 
@@ -66,7 +66,7 @@ async def _one_behaviour(api: RunningApi, name: str, variant: Variant) -> dict[s
     jobs = [_assert_accepted(first), _assert_accepted(second)]
     _assert_refused(capped, 429, "too_many_active_jobs")
     _assert_refused(limited, 429, "rate_limited")
-    assert rate_limit(limited)["r"] == 0
+    assert rate_limit(limited, "create")["r"] == 0
     with api.engine.db.session() as session:  # what the 202 said is what the ledger holds
         recorded = session.get_one(Job, jobs[0]["id"])
         assert (

@@ -35,6 +35,7 @@ SUBMIT_PATIENCE_S = 120.0
 CLUSTER_SETTINGS: dict[str, Any] = {
     "allow_anonymous": True,
     "requests_per_minute": 1_000_000,
+    "creates_per_minute": 1_000_000,
     "max_concurrent_jobs": 1_000_000,
     "webhook_safety_poll": 10.0,
     "submit_retry_base": 2.0,

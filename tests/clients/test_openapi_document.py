@@ -43,7 +43,8 @@ def test_the_document_names_auth_operations_and_tags(document: dict[str, Any]) -
     assert schemes["BearerAuth"] == {
         "type": "http",
         "scheme": "bearer",
-        "description": "`Authorization: Bearer <API key>`",
+        "description": "`Authorization: Bearer <API key>`, a session token (`prs_...`) or a JWT "
+        "of the host app",
     }
     assert (schemes["ApiKeyAuth"]["in"], schemes["ApiKeyAuth"]["name"]) == ("header", "X-API-Key")
     operations = {

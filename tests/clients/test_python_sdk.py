@@ -19,6 +19,7 @@ from podrelay_client import (
     GenerationOptions,
     JobStatus,
     NotFoundError,
+    PermissionDeniedError,
     Podrelay,
     RateLimitError,
     UnprocessableError,
@@ -81,6 +82,24 @@ def test_batch_and_paginated_jobs(podrelay: Podrelay) -> None:
         assert sum(day.jobs for day in podrelay.usage().days) >= 3
 
 
+def test_a_session_token_acts_for_its_user_only(podrelay: Podrelay) -> None:
+    with podrelay:
+        minted = podrelay.session_token("py-user-1", ttl_s=300, limits={"daily_budget_usd": 1})
+        assert (minted.token[:4], minted.expires_in) == ("prs_", 300)
+        assert minted.owner.endswith("/py-user-1")
+        with Podrelay(podrelay.base_url, minted.token) as user:
+            job = user.generate("a user's harbour", wait=True, **SMALL)
+            assert job.status == JobStatus.COMPLETED
+            assert user.download(job.images[0]).startswith(PNG_MAGIC)
+            [daily] = user.usage().budgets
+            assert (daily.period, daily.budget_usd) == ("daily", 1)
+            with pytest.raises(PermissionDeniedError) as refused:
+                user.session_token("py-user-2")
+            assert refused.value.code == "server_key_required"
+        with pytest.raises(NotFoundError):
+            podrelay.status(job.id)  # the key's own jobs are not its users'
+
+
 def test_cancel_a_wait_timeout_and_errors_with_their_codes(
     sdk_stack: SdkStack, podrelay: Podrelay
 ) -> None:
@@ -133,7 +152,10 @@ def test_retries_wait_and_then_succeed() -> None:
     """Answers nothing real gives in a test's time (a 503, then a success), at the HTTP edge."""
     answers = [
         httpx.Response(503, headers={"Retry-After": "0"}, json=_problem(503, "broker_unavailable")),
-        httpx.Response(200, json={"days": [], "gpu_price_per_second": 0.0}),
+        httpx.Response(
+            200,
+            json={"days": [], "gpu_price_per_second": 0.0, "job_estimate_usd": 0.0, "budgets": []},
+        ),
     ]
     seen: list[httpx.Request] = []
 

@@ -128,6 +128,21 @@ def wait_for_image(page: Page, job_id: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
+def draft_to_image(page: Page, prompt: str) -> tuple[Locator, str]:
+    """Generate `prompt` with the Fast draft preset; its card and job id once its image shows."""
+    page.get_by_role("button", name="Fast draft").click()
+    expect(page.locator("#steps")).to_have_value("8")
+    page.get_by_label("Prompt", exact=True).fill(prompt)
+    page.get_by_role("button", name="Generate").click()
+    card = job_card(page, prompt)
+    expect(card).to_have_count(1)
+    job_id = card.get_attribute("data-job-id")
+    assert job_id
+    assert wait_for_image(page, job_id) == (512, 512)
+    expect(card).to_have_attribute("data-status", "completed")
+    return card, job_id
+
+
 def save_screenshot(page: Page, tmp_path: Path) -> None:
     shot = tmp_path / "playground.png"
     page.screenshot(path=shot, full_page=True)
@@ -155,17 +170,7 @@ def test_a_prompt_becomes_an_image_in_the_page(
     page.goto(playground.url)
     page.locator("#api-key").fill(playground.api_key)
     page.locator("#api-key").press("Tab")
-    page.get_by_role("button", name="Fast draft").click()
-    expect(page.locator("#steps")).to_have_value("8")
-    page.get_by_label("Prompt", exact=True).fill(prompt)
-    page.get_by_role("button", name="Generate").click()
-
-    card = job_card(page, prompt)
-    expect(card).to_have_count(1)
-    job_id = card.get_attribute("data-job-id")
-    assert job_id
-    assert wait_for_image(page, job_id) == (512, 512)
-    expect(card).to_have_attribute("data-status", "completed")
+    card, job_id = draft_to_image(page, prompt)
     expect(card.locator(".job-status")).to_have_text("completed")
     expect(card.locator(".job-timings")).to_contain_text("execution")
     expect(card.locator(".job-cancel")).to_have_count(0)
@@ -197,6 +202,38 @@ def test_a_prompt_becomes_an_image_in_the_page(
     page.reload()
     expect(page.locator("#api-key")).to_have_value(playground.api_key)
     assert wait_for_image(page, job_id) == (512, 512)
+
+
+def test_a_session_token_from_the_host_app_drives_the_page(
+    playground: Playground, page: Page, watch: PageWatch
+) -> None:
+    """A host app's backend mints a token for its user with its server key and opens the page
+    with it (`/#token=...`): the page creates, follows and shows that user's job with it."""
+    minted = httpx.post(
+        f"{playground.url}/api/v1/tokens",
+        json={"user": "browser-user", "ttl_s": 600},
+        headers=bearer(playground.api_key),
+        timeout=10,
+    )
+    assert minted.status_code == 201, minted.text
+    token = minted.json()["token"]
+    sent: list[str | None] = []
+    page.on(
+        "request",
+        lambda request: (
+            sent.append(request.headers.get("authorization"))
+            if f"{API}/" in request.url and "/media/" not in request.url
+            else None
+        ),
+    )
+    page.goto(f"{playground.url}/#token={token}")
+    expect(page.locator("#api-key")).to_have_value(token)
+    assert "#" not in page.url  # the token does not stay in the address bar or history
+    _, job_id = draft_to_image(page, "a harbour at dawn, for the host app's user")
+    expect(page.locator("#error")).to_be_hidden()
+    assert set(sent) == {f"Bearer {token}"}
+    assert [job["id"] for job in playground.jobs_of(token)] == [job_id]
+    assert job_id not in {job["id"] for job in playground.jobs_of(playground.api_key)}
 
 
 def test_bad_input_shows_the_apis_error_code(

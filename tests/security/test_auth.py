@@ -25,6 +25,10 @@ PROTECTED = [
     ("GET", f"{API}/usage", None),
     ("POST", f"{API}/test", None),
     ("GET", f"{API}/queue/stats", None),
+    ("POST", "/api/v1/tokens", {"user": "someone"}),
+    ("GET", "/api/v1/keys", None),
+    ("POST", "/api/v1/keys", {"name": "another"}),
+    ("DELETE", "/api/v1/keys/key_0123456789abcdef", None),
 ]
 
 

@@ -77,12 +77,13 @@ async def complete(
     return body
 
 
-def rate_limit(response: httpx.Response) -> dict[str, int]:
-    """The parameters of an answer's `RateLimit-Policy` and `RateLimit` fields: `q` (the
-    limit), `w` (the window), `r` (requests remaining) and `t` (seconds until the reset)."""
+def rate_limit(response: httpx.Response, policy: str = "read") -> dict[str, int]:
+    """The parameters of an answer's `RateLimit-Policy` and `RateLimit` fields for the budget
+    it counted against (`read` or `create`): `q` (the limit), `w` (the window), `r` (requests
+    remaining) and `t` (seconds until the reset)."""
     found: dict[str, int] = {}
     for name in ("RateLimit-Policy", "RateLimit"):
         item, *parameters = response.headers[name].split(";")
-        assert item == '"default"', response.headers[name]
+        assert item == f'"{policy}"', response.headers[name]
         found |= {key: int(value) for key, value in (p.split("=") for p in parameters)}
     return found

@@ -12,7 +12,9 @@ from fastapi.responses import FileResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy import select
 
+from app.accounts.budgets import budget_states, job_estimate_usd
 from app.api import examples
+from app.api.account_schemas import BudgetOut
 from app.api.deps import CallerDep, EngineDep, SessionDep
 from app.api.endpoints.media import IMAGE_RESPONSES, Format, Width, image_response
 from app.api.errors import problem_responses
@@ -234,7 +236,7 @@ def delete_job(
 
 @router.get(
     "/usage",
-    summary="The caller's jobs, images, GPU time and cost per day",
+    summary="The caller's jobs, images, GPU time and cost per day, and what its budgets leave",
     tags=["account"],
     responses=problem_responses(401, 422),
 )
@@ -254,4 +256,14 @@ def usage(caller: CallerDep, session: SessionDep, engine: EngineDep) -> UsageOut
     for day in days.values():
         day.gpu_seconds = round(day.gpu_seconds, 3)
         day.estimated_usd = round(day.estimated_usd, 6)
-    return UsageOut(days=sorted(days.values(), key=lambda d: d.day), gpu_price_per_second=price)
+    return UsageOut(
+        days=sorted(days.values(), key=lambda d: d.day),
+        gpu_price_per_second=price,
+        job_estimate_usd=round(
+            job_estimate_usd(session, engine.settings, engine.catalogue.default), 6
+        ),
+        budgets=[
+            BudgetOut.model_validate(state, from_attributes=True)
+            for state in budget_states(session, engine.settings, caller)
+        ],
+    )

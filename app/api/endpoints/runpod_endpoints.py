@@ -52,12 +52,12 @@ router.include_router(history.router)
 # What each route can answer besides success (all `application/problem+json`, see errors.py).
 # 429 is on every route (the rate limit, see app.main); 408 and 413 are the body limits.
 SUBMIT_ERRORS = {
-    **problem_responses(400, 401, 408, 409, 413, 422, 429),
+    **problem_responses(400, 401, 402, 403, 408, 409, 413, 422, 429),
     200: {"model": JobOut, "description": "The job ended within `Prefer: wait=N`."},
     202: json_example(examples.PENDING_JOB, "Accepted; poll `links.status`."),
 }
 BATCH_ERRORS = {
-    **problem_responses(400, 401, 408, 409, 413, 422, 429),
+    **problem_responses(400, 401, 402, 403, 408, 409, 413, 422, 429),
     202: json_example(examples.ACCEPTED_BATCH, "Accepted, one job per prompt."),
 }
 JOB_ERRORS = problem_responses(401, 404, 422)

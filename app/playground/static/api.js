@@ -1,6 +1,6 @@
-// The playground's calls to the Podrelay API: JSON requests with the stored API key,
-// problem+json errors, and Server-Sent Events read from a fetch stream. Images need no call:
-// their signed URLs go straight into <img src>.
+// The playground's calls to the Podrelay API: JSON requests with the stored API key or session
+// token, problem+json errors, and Server-Sent Events read from a fetch stream. Images need no
+// call: their signed URLs go straight into <img src>.
 
 export const API = "/api/v1/runpod";
 const KEY_STORAGE = "podrelay.apiKey";

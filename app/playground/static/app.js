@@ -227,7 +227,17 @@ function cancelButton(job) {
 
 // Start.
 
+/** A session token handed over in the page's fragment (`/#token=prs_...`, as a host app's
+ * link may open the page for its user): kept like a typed key, and taken out of the URL. */
+function tokenFromFragment() {
+  const token = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (!token) return;
+  storeKey(token);
+  history.replaceState(null, "", location.pathname + location.search);
+}
+
 function start() {
+  tokenFromFragment();
   $("api-key").value = storedKey();
   $("api-key").addEventListener("change", () => {
     storeKey($("api-key").value.trim());

@@ -30,6 +30,7 @@ from podrelay_client.errors import (
 )
 from podrelay_client.models import (
     Batch,
+    Budget,
     EventImage,
     GenerationOptions,
     Image,
@@ -39,6 +40,7 @@ from podrelay_client.models import (
     JobStatus,
     Problem,
     QueuePlace,
+    SessionToken,
     Usage,
 )
 from podrelay_client.webhooks import verify_webhook
@@ -51,6 +53,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "Batch",
+    "Budget",
     "ConflictError",
     "EventImage",
     "GenerationOptions",
@@ -68,6 +71,7 @@ __all__ = [
     "QueuePlace",
     "RateLimitError",
     "ServerError",
+    "SessionToken",
     "UnprocessableError",
     "Usage",
     "WaitTimeout",

@@ -7,7 +7,7 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -112,8 +112,30 @@ def batch_status_call(batch_id: str) -> Call:
     return Call("GET", _job_path("batches", batch_id))
 
 
+TOKENS_PATH = "/api/v1/tokens"
+
+
 def usage_call() -> Call:
     return Call("GET", f"{API_PREFIX}/usage")
+
+
+def session_token_call(
+    user: str,
+    scopes: Sequence[str] | None,
+    ttl_s: int | None,
+    origins: Sequence[str] | None,
+    limits: Mapping[str, Any] | None,
+) -> Call:
+    body: dict[str, Any] = {"user": user}
+    if scopes is not None:
+        body["scopes"] = list(scopes)
+    if ttl_s is not None:
+        body["ttl_s"] = ttl_s
+    if origins is not None:
+        body["origins"] = list(origins)
+    if limits:
+        body["limits"] = dict(limits)
+    return Call("POST", TOKENS_PATH, json=body)
 
 
 def jobs_call(status: str | None, batch_id: str | None, page_size: int, cursor: str | None) -> Call:

@@ -1,10 +1,10 @@
 """`Podrelay`: the synchronous client."""
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self, Unpack
+from typing import Any, Self, Unpack
 
 import httpx
 
@@ -18,6 +18,7 @@ from podrelay_client.models import (
     JobEvent,
     JobPage,
     JobStatus,
+    SessionToken,
     Usage,
 )
 
@@ -98,6 +99,20 @@ class Podrelay:
 
     def usage(self) -> Usage:
         return Usage.model_validate_json(self._send(_core.usage_call()).content)
+
+    def session_token(
+        self,
+        user: str,
+        *,
+        scopes: Sequence[str] | None = None,
+        ttl_s: int | None = None,
+        origins: Sequence[str] | None = None,
+        limits: Mapping[str, Any] | None = None,
+    ) -> SessionToken:
+        """A session token for one end user of your app, minted with this client's server key:
+        their browser uses it as its API key and sees only that user's jobs."""
+        call = _core.session_token_call(user, scopes, ttl_s, origins, limits)
+        return SessionToken.model_validate_json((self._send(call)).content)
 
     def jobs(
         self,

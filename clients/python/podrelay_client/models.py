@@ -199,9 +199,35 @@ class UsageDay(Resource):
     estimated_usd: float
 
 
+class Budget(Resource):
+    """A daily or monthly budget: spent (finished jobs, plus unfinished ones' estimates) and
+    what remains until `resets_at`."""
+
+    period: Literal["daily", "monthly"]
+    budget_usd: float
+    spent_usd: float
+    remaining_usd: float
+    resets_at: datetime
+
+
 class Usage(Resource):
     days: list[UsageDay]
     gpu_price_per_second: float
+    job_estimate_usd: float  # what a new job counts against the budgets
+    budgets: list[Budget]
+
+
+class SessionToken(Resource):
+    """A token for one end user of your app (`Podrelay.session_token`): hand `token` to their
+    browser, which sends it as its API key until `expires_at`."""
+
+    token: str
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - the scheme, no secret
+    expires_at: datetime
+    expires_in: int
+    owner: str
+    scopes: list[str]  # jobs:create, jobs:read, images:read
+    origins: list[str]
 
 
 class Problem(Resource):
@@ -234,5 +260,7 @@ SCHEMAS: dict[str, type[Resource]] = {
     "JobEventOut": JobEvent,
     "UsageDay": UsageDay,
     "UsageOut": Usage,
+    "BudgetOut": Budget,
+    "TokenOut": SessionToken,
     "Problem": Problem,
 }

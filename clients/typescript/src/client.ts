@@ -7,17 +7,35 @@ import { PodrelayError, WaitTimeoutError } from "./errors.js";
 import { EventStream, lines } from "./events.js";
 import type { paths } from "./generated/openapi.js";
 import { backoffMs, retryingFetch, sleep } from "./retry.js";
-import type { Batch, GenerationOptions, Image, Job, JobEvent, JobStatus, Usage } from "./types.js";
+import type {
+  Batch,
+  GenerationOptions,
+  Image,
+  Job,
+  JobEvent,
+  JobStatus,
+  SessionToken,
+  TokenRequest,
+  Usage,
+} from "./types.js";
 import { TERMINAL_STATUSES, isSettled } from "./types.js";
 
 const MAX_PREFER_WAIT_S = 60; // the API holds a `Prefer: wait` request at most this long
 const SETTLE_POLL_MS = 500;
 
+/** Where a browser gets its session token: usually your backend, which mints one with
+ * `sessionToken` (`POST /api/v1/tokens`) for the signed-in user. */
+export type TokenSource = () => string | Promise<string>;
+
 export interface PodrelayOptions {
   /** e.g. `http://localhost:8000`; "" for same-origin requests from a browser. */
   baseUrl: string;
-  /** Sent as `Authorization: Bearer <apiKey>`; leave out where anonymous calls are allowed. */
+  /** Sent as `Authorization: Bearer <apiKey>`; leave out where anonymous calls are allowed.
+   * A server key stays on your server: browsers use a publishable key or a `token`. */
   apiKey?: string;
+  /** A session token, or what gets a fresh one: asked before the first request and again
+   * when the API answers 401 `token_expired` (the request is then sent once more). */
+  token?: string | TokenSource;
   /** Network errors, 429, 502, 503 and 504 are retried this many times (default 2). */
   maxRetries?: number;
   fetch?: (request: Request) => Promise<Response>;
@@ -55,10 +73,10 @@ export class Podrelay {
 
   constructor(options: PodrelayOptions) {
     const send = options.fetch ?? ((request: Request) => globalThis.fetch(request));
+    const credential = options.token ?? options.apiKey;
     this.api = createClient<paths>({
       baseUrl: options.baseUrl.replace(/\/+$/, ""),
-      headers: options.apiKey ? { Authorization: `Bearer ${options.apiKey}` } : {},
-      fetch: retryingFetch(send, options.maxRetries ?? 2),
+      fetch: retryingFetch(credential ? authorizingFetch(send, credential) : send, options.maxRetries ?? 2),
     });
   }
 
@@ -116,8 +134,15 @@ export class Podrelay {
     return unwrap(await this.api.GET("/api/v1/runpod/batches/{batch_id}", { params: { path } }));
   }
 
+  /** The caller's usage per day, and what its budgets leave. */
   async usage(): Promise<Usage> {
     return unwrap(await this.api.GET("/api/v1/runpod/usage"));
+  }
+
+  /** On your server, with a server key: a session token for one signed-in user of your app,
+   * for their browser (default 15 minutes). It sees only that user's jobs. */
+  async sessionToken(user: string, options: Omit<TokenRequest, "user"> = {}): Promise<SessionToken> {
+    return unwrap(await this.api.POST("/api/v1/tokens", { body: { ...options, user } }));
   }
 
   /** The caller's jobs, newest first, fetched a page at a time. */
@@ -205,6 +230,25 @@ export class Podrelay {
     });
     return new Uint8Array(unwrap(answer as Answer<ArrayBuffer>));
   }
+}
+
+/** `fetch` that sends the credential, and asks a `TokenSource` again once on `token_expired`. */
+function authorizingFetch(
+  send: (request: Request) => Promise<Response>,
+  credential: string | TokenSource,
+): (request: Request) => Promise<Response> {
+  let current: Promise<string> | null = null;
+  const fresh = () => (current = Promise.resolve(typeof credential === "function" ? credential() : credential));
+  const sendWith = (request: Request, value: string) => {
+    request.headers.set("Authorization", `Bearer ${value}`);
+    return send(request);
+  };
+  return async (request) => {
+    const response = await sendWith(request.clone(), await (current ?? fresh()));
+    if (typeof credential !== "function" || response.status !== 401) return response;
+    if (!(await response.clone().text()).includes('"token_expired"')) return response;
+    return sendWith(request, await fresh());
+  };
 }
 
 function unwrap<T>({ data, error, response }: Answer<T>): T {

@@ -8,6 +8,7 @@ export type {
   JobsOptions,
   PodrelayOptions,
   SubmitOptions,
+  TokenSource,
   WaitOptions,
 } from "./client.js";
 export { PodrelayConnectionError, PodrelayError, WaitTimeoutError } from "./errors.js";
@@ -17,6 +18,7 @@ export { TERMINAL_STATUSES, isSettled } from "./types.js";
 export type {
   Batch,
   BatchRequest,
+  Budget,
   GenerateRequest,
   GenerationOptions,
   Image,
@@ -25,5 +27,7 @@ export type {
   JobPage,
   JobStatus,
   Problem,
+  SessionToken,
+  TokenRequest,
   Usage,
 } from "./types.js";

@@ -76,6 +76,25 @@ test("errors carry the API's status and stable code", { skip }, async () => {
   });
 });
 
+test("a session token minted with the server key acts for one user only", { skip }, async () => {
+  const server = client();
+  const minted = await server.sessionToken("ts-user-1", { ttl_s: 300 });
+  assert.equal(minted.expires_in, 300);
+  assert.ok(minted.token.startsWith("prs_"));
+  assert.deepEqual(minted.scopes, ["images:read", "jobs:create", "jobs:read"]);
+  let asked = 0;
+  const user = new Podrelay({ baseUrl: url, token: async () => (asked += 1, minted.token) });
+  const job = await user.generate("a user's lighthouse", SMALL, { wait: true, timeoutMs: 60_000 });
+  assert.equal(job.status, "completed");
+  assert.deepEqual([...(await user.download(job.images[0])).slice(0, 4)], PNG);
+  assert.equal(asked, 1);
+  const other = new Podrelay({ baseUrl: url, token: (await server.sessionToken("ts-user-2")).token });
+  for (const stranger of [other, server]) {
+    await assert.rejects(stranger.status(job.id), { status: 404, code: "job_not_found" });
+  }
+  await assert.rejects(user.sessionToken("ts-user-3"), { status: 403, code: "server_key_required" });
+});
+
 test("a wait that runs out, then a cancel", { skip }, async () => {
   const podrelay = client();
   const simulator = process.env.PODRELAY_SIMULATOR_URL; // RunPod's stand-in: pause its workers
@@ -97,4 +116,24 @@ test("a wait that runs out, then a cancel", { skip }, async () => {
   } finally {
     await workers(before);
   }
+});
+
+test("an expired session token is asked for again, once", async () => {
+  const sent = [];
+  const answers = [
+    [401, { status: 401, code: "token_expired", title: "Unauthorized", detail: "the token has expired" }],
+    [200, { days: [], gpu_price_per_second: 0, job_estimate_usd: 0, budgets: [] }],
+    [401, { status: 401, code: "invalid_token", title: "Unauthorized", detail: "forged" }],
+  ];
+  const fetch = async (request) => {
+    sent.push(request.headers.get("authorization"));
+    const [status, body] = answers.shift();
+    return new Response(JSON.stringify(body), { status, headers: { "Content-Type": "application/json" } });
+  };
+  let issued = 0;
+  const podrelay = new Podrelay({ baseUrl: "http://podrelay.test", fetch, token: () => `prs_t${(issued += 1)}` });
+  assert.deepEqual((await podrelay.usage()).budgets, []);
+  assert.deepEqual(sent, ["Bearer prs_t1", "Bearer prs_t2"]);
+  await assert.rejects(podrelay.usage(), { status: 401, code: "invalid_token" });
+  assert.deepEqual(sent, ["Bearer prs_t1", "Bearer prs_t2", "Bearer prs_t2"]);
 });

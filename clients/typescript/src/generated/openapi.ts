@@ -108,7 +108,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The caller's jobs, images, GPU time and cost per day */
+        /** The caller's jobs, images, GPU time and cost per day, and what its budgets leave */
         get: operations["usage"];
         put?: never;
         post?: never;
@@ -239,6 +239,68 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/tokens": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Mint a session token for one end user of your app
+         * @description With a server key (not a publishable one): a token that creates and reads the user's own
+         *     jobs, follows their events and fetches their images, for `ttl_s` (15 minutes).
+         */
+        post: operations["create_token"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/keys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * API keys
+         * @description Every key, revoked ones too (never a key's secret).
+         */
+        get: operations["list_api_keys"];
+        put?: never;
+        /** Create an API key */
+        post: operations["create_api_key"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/keys/{key_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Revoke an API key
+         * @description Requests with it, and with the session tokens it minted, get 401 from now on.
+         */
+        delete: operations["revoke_api_key"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/runpod/media/{image_id}": {
         parameters: {
             query?: never;
@@ -300,7 +362,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Prometheus metrics of this API process */
+        /**
+         * Prometheus metrics of this API process
+         * @description With METRICS_TOKEN, only for `Authorization: Bearer <token>`; with METRICS_PORT, not
+         *     here but on that port.
+         */
         get: operations["metrics"];
         put?: never;
         post?: never;
@@ -692,6 +758,28 @@ export interface components {
             /** Prompts */
             prompts: string[];
         };
+        /** BudgetOut */
+        BudgetOut: {
+            /**
+             * Period
+             * @enum {string}
+             */
+            period: "daily" | "monthly";
+            /** Budget Usd */
+            budget_usd: number;
+            /**
+             * Spent Usd
+             * @description Finished jobs' cost plus unfinished ones' estimates.
+             */
+            spent_usd: number;
+            /** Remaining Usd */
+            remaining_usd: number;
+            /**
+             * Resets At
+             * Format: date-time
+             */
+            resets_at: string;
+        };
         /** Check */
         Check: {
             /** Ok */
@@ -747,6 +835,78 @@ export interface components {
             gpu_seconds: number | null;
             /** Estimated Usd */
             estimated_usd: number | null;
+        };
+        /**
+         * CreatedKeyOut
+         * @example {
+         *       "id": "key_4be1a09c7d23f5e8",
+         *       "name": "storefront",
+         *       "prefix": "prk_Xq7b2L",
+         *       "scopes": [
+         *         "images:read",
+         *         "jobs:create",
+         *         "jobs:read"
+         *       ],
+         *       "origins": [
+         *         "https://app.example.com"
+         *       ],
+         *       "created_at": "2026-03-14T10:00:00Z",
+         *       "expires_at": "2026-04-13T10:00:00Z",
+         *       "revoked_at": null,
+         *       "max_priority": null,
+         *       "weight": null,
+         *       "requests_per_minute": null,
+         *       "creates_per_minute": null,
+         *       "daily_budget_usd": 20,
+         *       "monthly_budget_usd": null,
+         *       "webhook_url": null,
+         *       "api_key": "prk_Xq7b2LrT0mV4yWc8pN1sJ6dK9hG3fA5eZ2uQ7iO0xB4",
+         *       "webhook_secret": "whsec_MfKQ9r8GKYqBqAlsTPAYt5TkL9rsCE0xkcpVTz/4Ng8="
+         *     }
+         */
+        CreatedKeyOut: {
+            /** Id */
+            id: string;
+            /** Name */
+            name: string;
+            /** Prefix */
+            prefix: string;
+            /** Scopes */
+            scopes: components["schemas"]["Scope"][];
+            /** Origins */
+            origins: string[];
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Expires At */
+            expires_at: string | null;
+            /** Revoked At */
+            revoked_at: string | null;
+            max_priority: components["schemas"]["Priority"] | null;
+            /** Weight */
+            weight: number | null;
+            /** Requests Per Minute */
+            requests_per_minute: number | null;
+            /** Creates Per Minute */
+            creates_per_minute: number | null;
+            /** Daily Budget Usd */
+            daily_budget_usd: number | null;
+            /** Monthly Budget Usd */
+            monthly_budget_usd: number | null;
+            /** Webhook Url */
+            webhook_url: string | null;
+            /**
+             * Api Key
+             * @description Shown once: only its hash is stored.
+             */
+            api_key: string;
+            /**
+             * Webhook Secret
+             * @description Signs this key's webhooks (Standard Webhooks).
+             */
+            webhook_secret: string;
         };
         /** ErrorOut */
         ErrorOut: {
@@ -1231,6 +1391,168 @@ export interface components {
          * @enum {string}
          */
         JobStatus: "pending" | "queued" | "running" | "completed" | "failed" | "cancelled" | "timed_out";
+        /**
+         * KeyList
+         * @example {
+         *       "items": [
+         *         {
+         *           "id": "key_4be1a09c7d23f5e8",
+         *           "name": "storefront",
+         *           "prefix": "prk_Xq7b2L",
+         *           "scopes": [
+         *             "images:read",
+         *             "jobs:create",
+         *             "jobs:read"
+         *           ],
+         *           "origins": [
+         *             "https://app.example.com"
+         *           ],
+         *           "created_at": "2026-03-14T10:00:00Z",
+         *           "expires_at": "2026-04-13T10:00:00Z",
+         *           "revoked_at": null,
+         *           "max_priority": null,
+         *           "weight": null,
+         *           "requests_per_minute": null,
+         *           "creates_per_minute": null,
+         *           "daily_budget_usd": 20,
+         *           "monthly_budget_usd": null,
+         *           "webhook_url": null
+         *         }
+         *       ]
+         *     }
+         */
+        KeyList: {
+            /** Items */
+            items: components["schemas"]["KeyOut"][];
+        };
+        /**
+         * KeyOut
+         * @example {
+         *       "id": "key_4be1a09c7d23f5e8",
+         *       "name": "storefront",
+         *       "prefix": "prk_Xq7b2L",
+         *       "scopes": [
+         *         "images:read",
+         *         "jobs:create",
+         *         "jobs:read"
+         *       ],
+         *       "origins": [
+         *         "https://app.example.com"
+         *       ],
+         *       "created_at": "2026-03-14T10:00:00Z",
+         *       "expires_at": "2026-04-13T10:00:00Z",
+         *       "revoked_at": null,
+         *       "max_priority": null,
+         *       "weight": null,
+         *       "requests_per_minute": null,
+         *       "creates_per_minute": null,
+         *       "daily_budget_usd": 20,
+         *       "monthly_budget_usd": null,
+         *       "webhook_url": null
+         *     }
+         */
+        KeyOut: {
+            /** Id */
+            id: string;
+            /** Name */
+            name: string;
+            /** Prefix */
+            prefix: string;
+            /** Scopes */
+            scopes: components["schemas"]["Scope"][];
+            /** Origins */
+            origins: string[];
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Expires At */
+            expires_at: string | null;
+            /** Revoked At */
+            revoked_at: string | null;
+            max_priority: components["schemas"]["Priority"] | null;
+            /** Weight */
+            weight: number | null;
+            /** Requests Per Minute */
+            requests_per_minute: number | null;
+            /** Creates Per Minute */
+            creates_per_minute: number | null;
+            /** Daily Budget Usd */
+            daily_budget_usd: number | null;
+            /** Monthly Budget Usd */
+            monthly_budget_usd: number | null;
+            /** Webhook Url */
+            webhook_url: string | null;
+        };
+        /**
+         * KeyRequest
+         * @example {
+         *       "name": "storefront",
+         *       "scopes": [
+         *         "jobs:create",
+         *         "jobs:read",
+         *         "images:read"
+         *       ],
+         *       "origins": [
+         *         "https://app.example.com"
+         *       ],
+         *       "expires": "30d",
+         *       "daily_budget_usd": 20
+         *     }
+         */
+        KeyRequest: {
+            /** Name */
+            name: string;
+            /**
+             * Scopes
+             * @description Default: every scope but `admin`.
+             */
+            scopes?: components["schemas"]["Scope"][] | null;
+            /**
+             * Origins
+             * @description A publishable key: accepted only from these web origins.
+             */
+            origins?: string[] | null;
+            /**
+             * Expires
+             * @description Lifetime: `30d`, `12h`, `90m` (default: none).
+             */
+            expires?: string | null;
+            max_priority?: components["schemas"]["Priority"] | null;
+            /** Weight */
+            weight?: number | null;
+            /** Requests Per Minute */
+            requests_per_minute?: number | null;
+            /** Creates Per Minute */
+            creates_per_minute?: number | null;
+            /** Daily Budget Usd */
+            daily_budget_usd?: number | null;
+            /** Monthly Budget Usd */
+            monthly_budget_usd?: number | null;
+            /**
+             * Webhook Url
+             * @description Where account events (`budget.threshold`) go.
+             */
+            webhook_url?: string | null;
+        };
+        /**
+         * Limits
+         * @description A user's limits, from a JWT's `podrelay` claim or a session token request.
+         */
+        Limits: {
+            max_priority?: components["schemas"]["Priority"] | null;
+            /** Requests Per Minute */
+            requests_per_minute?: number | null;
+            /** Creates Per Minute */
+            creates_per_minute?: number | null;
+            /** Max Concurrent Jobs */
+            max_concurrent_jobs?: number | null;
+            /** Daily Budget Usd */
+            daily_budget_usd?: number | null;
+            /** Monthly Budget Usd */
+            monthly_budget_usd?: number | null;
+        };
         /** LinksOut */
         LinksOut: {
             /** Status */
@@ -1365,6 +1687,11 @@ export interface components {
                 [key: string]: components["schemas"]["Check"];
             };
         };
+        /**
+         * Scope
+         * @enum {string}
+         */
+        Scope: "jobs:create" | "jobs:read" | "images:read" | "admin";
         /** TimingsOut */
         TimingsOut: {
             /**
@@ -1393,6 +1720,97 @@ export interface components {
              * @description Time a RunPod worker ran it.
              */
             execution_ms: number | null;
+        };
+        /**
+         * TokenOut
+         * @example {
+         *       "token": "prs_eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1c2VyLTQyIn0.c2lnbmF0dXJl",
+         *       "token_type": "Bearer",
+         *       "expires_at": "2026-03-14T10:15:00Z",
+         *       "expires_in": 900,
+         *       "owner": "key_4be1a09c7d23f5e8/user-42",
+         *       "scopes": [
+         *         "images:read",
+         *         "jobs:create",
+         *         "jobs:read"
+         *       ],
+         *       "origins": [
+         *         "https://app.example.com"
+         *       ]
+         *     }
+         */
+        TokenOut: {
+            /**
+             * Token
+             * @description `Authorization: Bearer <token>` until `expires_at`.
+             */
+            token: string;
+            /**
+             * Token Type
+             * @default Bearer
+             * @constant
+             */
+            token_type?: "Bearer";
+            /**
+             * Expires At
+             * Format: date-time
+             */
+            expires_at: string;
+            /** Expires In */
+            expires_in: number;
+            /**
+             * Owner
+             * @description The owner of the jobs made with it: `<key id>/<user>`.
+             */
+            owner: string;
+            /** Scopes */
+            scopes: components["schemas"]["Scope"][];
+            /** Origins */
+            origins: string[];
+        };
+        /**
+         * TokenRequest
+         * @example {
+         *       "user": "user-42",
+         *       "scopes": [
+         *         "jobs:create",
+         *         "jobs:read",
+         *         "images:read"
+         *       ],
+         *       "ttl_s": 900,
+         *       "origins": [
+         *         "https://app.example.com"
+         *       ],
+         *       "limits": {
+         *         "daily_budget_usd": 2,
+         *         "creates_per_minute": 30
+         *       }
+         *     }
+         */
+        TokenRequest: {
+            /**
+             * User
+             * @description Your app's id of the end user; their jobs are theirs alone.
+             */
+            user: string;
+            /**
+             * Scopes
+             * @description Default: the key's scopes, but `admin`.
+             */
+            scopes?: components["schemas"]["Scope"][] | null;
+            /**
+             * Ttl S
+             * @description Lifetime in s.
+             * @default 900
+             */
+            ttl_s?: number;
+            /**
+             * Origins
+             * @description Web origins the token is accepted from (default: any).
+             */
+            origins?: string[] | null;
+            /** @description The user's own limits: budgets, and rates and priority up to the key's. */
+            limits?: components["schemas"]["Limits"] | null;
         };
         /** UsageDay */
         UsageDay: {
@@ -1430,7 +1848,17 @@ export interface components {
          *           "estimated_usd": 0.025551
          *         }
          *       ],
-         *       "gpu_price_per_second": 0.00044
+         *       "gpu_price_per_second": 0.00044,
+         *       "job_estimate_usd": 0.0044,
+         *       "budgets": [
+         *         {
+         *           "period": "daily",
+         *           "budget_usd": 5,
+         *           "spent_usd": 0.025551,
+         *           "remaining_usd": 4.974449,
+         *           "resets_at": "2026-03-15T00:00:00Z"
+         *         }
+         *       ]
          *     }
          */
         UsageOut: {
@@ -1438,6 +1866,16 @@ export interface components {
             days: components["schemas"]["UsageDay"][];
             /** Gpu Price Per Second */
             gpu_price_per_second: number;
+            /**
+             * Job Estimate Usd
+             * @description What a new job counts against the budgets.
+             */
+            job_estimate_usd: number;
+            /**
+             * Budgets
+             * @description The caller's budgets (none: no limit).
+             */
+            budgets: components["schemas"]["BudgetOut"][];
         };
         /** WebhookAttemptOut */
         WebhookAttemptOut: {
@@ -2202,6 +2640,24 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Payment Required */
+            402: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Request Timeout */
             408: {
                 headers: {
@@ -2409,6 +2865,24 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payment Required */
+            402: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2764,6 +3238,383 @@ export interface operations {
             };
             /** @description Forbidden */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    create_token: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TokenRequest"];
+            };
+        };
+        responses: {
+            /** @description The token, for the user's browser. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "token": "prs_eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1c2VyLTQyIn0.c2lnbmF0dXJl",
+                     *       "token_type": "Bearer",
+                     *       "expires_at": "2026-03-14T10:15:00Z",
+                     *       "expires_in": 900,
+                     *       "owner": "key_4be1a09c7d23f5e8/user-42",
+                     *       "scopes": [
+                     *         "images:read",
+                     *         "jobs:create",
+                     *         "jobs:read"
+                     *       ],
+                     *       "origins": [
+                     *         "https://app.example.com"
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["TokenOut"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Timeout */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Entity Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_api_keys: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KeyList"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    create_api_key: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["KeyRequest"];
+            };
+        };
+        responses: {
+            /** @description The key; its secret once. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "key_4be1a09c7d23f5e8",
+                     *       "name": "storefront",
+                     *       "prefix": "prk_Xq7b2L",
+                     *       "scopes": [
+                     *         "images:read",
+                     *         "jobs:create",
+                     *         "jobs:read"
+                     *       ],
+                     *       "origins": [
+                     *         "https://app.example.com"
+                     *       ],
+                     *       "created_at": "2026-03-14T10:00:00Z",
+                     *       "expires_at": "2026-04-13T10:00:00Z",
+                     *       "revoked_at": null,
+                     *       "max_priority": null,
+                     *       "weight": null,
+                     *       "requests_per_minute": null,
+                     *       "creates_per_minute": null,
+                     *       "daily_budget_usd": 20,
+                     *       "monthly_budget_usd": null,
+                     *       "webhook_url": null,
+                     *       "api_key": "prk_Xq7b2LrT0mV4yWc8pN1sJ6dK9hG3fA5eZ2uQ7iO0xB4",
+                     *       "webhook_secret": "whsec_MfKQ9r8GKYqBqAlsTPAYt5TkL9rsCE0xkcpVTz/4Ng8="
+                     *     }
+                     */
+                    "application/json": components["schemas"]["CreatedKeyOut"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Timeout */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request Entity Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    revoke_api_key: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                key_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KeyOut"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
