@@ -22,6 +22,9 @@ ApiKey = Annotated[
 
 def generate(
     prompt: Annotated[str, typer.Argument(help="What to draw.")],
+    model: Annotated[
+        str | None, typer.Option(help="The route (model) to run it on; unset: the default.")
+    ] = None,
     count: Annotated[
         int, typer.Option("-n", "--count", min=1, help="Jobs for the prompt; >1 is one batch.")
     ] = 1,
@@ -40,6 +43,8 @@ def generate(
 ) -> None:
     """Start a generation; prints the job id(s) and status URL, or with --wait the image URLs."""
     options: GenerationOptions = {}
+    if model is not None:
+        options["model"] = model
     if negative is not None:
         options["negative_prompt"] = negative
     if width is not None:

@@ -172,6 +172,7 @@ def test_cancel_of_a_finished_job_says_already_finished(cli: CliStack) -> None:
         (["generate", ""], "invalid request: prompt: "),
         (["generate", "a fox", "--width", "100"], "invalid request: width: "),
         (["generate", "a fox", "-n", "11"], "invalid request: prompts: "),
+        (["generate", "a fox", "--model", "nope"], "invalid request: unknown model 'nope'"),
         (["generate", "a fox", "--api-key", "prk_not_a_key"], "unauthorized: "),
     ],
 )
