@@ -24,6 +24,8 @@ TINY = {
     "dispatch": "--jobs 20".split(),
     "fairness": "--a-jobs 60".split(),
 }
+# The first test waits for the module fixture, which runs every benchmark above in turn.
+pytestmark = pytest.mark.timeout(len(TINY) * 240)
 
 
 def run_module(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
