@@ -73,6 +73,7 @@ REQUIRED_TEST_MODULES = (
     "tests/security/test_budgets.py",
     "tests/api/test_fair_limits.py",
     "tests/api/test_budgets.py",
+    "tests/api/test_models.py",
 )
 
 
