@@ -19,6 +19,7 @@ REQUIRED_TEST_MODULES = (
     "tests/test_cli.py",
     "tests/cli/test_jobs.py",
     "tests/cli/test_dev.py",
+    "tests/cli/test_models.py",
     "tests/test_seed_commands.py",
     "tests/jobs/test_engine.py",
     "tests/jobs/test_failover.py",
@@ -73,6 +74,7 @@ REQUIRED_TEST_MODULES = (
     "tests/security/test_budgets.py",
     "tests/api/test_fair_limits.py",
     "tests/api/test_budgets.py",
+    "tests/api/test_models.py",
 )
 
 

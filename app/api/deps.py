@@ -130,6 +130,7 @@ ACCESS: dict[str, tuple[Scope | None, Budget]] = {
     "usage": (Scope.JOBS_READ, Budget.READ),
     "get_image": (Scope.IMAGES_READ, Budget.READ),
     "create_token": (None, Budget.READ),
+    "list_models": (None, Budget.READ),  # any caller: a browser's model picker reads it
 }
 
 

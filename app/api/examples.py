@@ -240,6 +240,109 @@ CONNECTION_TEST: Json = {
     **_HEALTH,
     "error": None,
 }
+_SDXL_DEFAULTS: Json = {
+    "width": 1024,
+    "height": 1024,
+    "num_inference_steps": 25,
+    "guidance_scale": 7.5,
+    "num_images": 1,
+}
+_NEVER_CHECKED: Json = {
+    "max_in_flight": None,
+    "workers": dict.fromkeys(
+        ("idle", "ready", "running", "initializing", "throttled", "unhealthy")
+    ),
+    "runpod_jobs": {"in_queue": None, "in_progress": None},
+    "queue_delay_p50_ms": None,
+    "execution_p50_ms": None,
+    "circuit": "closed",
+    "circuit_reason": None,
+    "circuit_since": None,
+    "retry_at": None,
+    "trips": 0,
+    "checked_at": None,
+    "error": None,
+}
+MODELS: Json = {
+    "models": [
+        {
+            "name": "sdxl",
+            "default": True,
+            "kind": "sdxl",
+            "price_per_second": 0.00044,
+            "max_queue_delay_s": 60.0,
+            "defaults": _SDXL_DEFAULTS,
+            "bounds": {"max_width": 1536, "max_height": 1536, "max_steps": 60, "max_images": 4},
+            "fallbacks": ["flux"],
+            "pending_jobs": 1,
+            "waiting_jobs": 5,
+            "endpoints": [
+                {
+                    "id": ENDPOINT_ID,
+                    "weight": 2.0,
+                    "max_in_flight": 6,
+                    "workers": _HEALTH["workers"],
+                    "runpod_jobs": {"in_queue": 4, "in_progress": 2},
+                    "queue_delay_p50_ms": 840,
+                    "execution_p50_ms": 6380,
+                    "circuit": "closed",
+                    "circuit_reason": None,
+                    "circuit_since": None,
+                    "retry_at": None,
+                    "trips": 0,
+                    "checked_at": "2026-03-14T09:27:01.204518Z",
+                    "error": None,
+                    "queued_jobs": 4,
+                    "running_jobs": 2,
+                },
+                {
+                    "id": "sdxl-b7c8d9e0f1",
+                    "weight": 1.0,
+                    "max_in_flight": 2,
+                    "workers": {
+                        **_HEALTH["workers"],
+                        "initializing": 0,
+                        "running": 0,
+                        "throttled": 3,
+                    },
+                    "runpod_jobs": {"in_queue": 0, "in_progress": 0},
+                    "queue_delay_p50_ms": None,
+                    "execution_p50_ms": None,
+                    "circuit": "open",
+                    "circuit_reason": "no worker can run (3 throttled) while jobs wait",
+                    "circuit_since": "2026-03-14T09:26:40.118302Z",
+                    "retry_at": "2026-03-14T09:27:11.902114Z",
+                    "trips": 1,
+                    "checked_at": "2026-03-14T09:27:00.871940Z",
+                    "error": None,
+                    "queued_jobs": 0,
+                    "running_jobs": 0,
+                },
+            ],
+        },
+        {
+            "name": "flux",
+            "default": False,
+            "kind": "flux",
+            "price_per_second": 0.00076,
+            "max_queue_delay_s": 120.0,
+            "defaults": {**_SDXL_DEFAULTS, "num_inference_steps": 28, "guidance_scale": 3.5},
+            "bounds": {"max_width": 2048, "max_height": 2048, "max_steps": 50, "max_images": 1},
+            "fallbacks": [],
+            "pending_jobs": 0,
+            "waiting_jobs": 0,
+            "endpoints": [
+                {
+                    "id": "flux-0a9b8c7d6e",
+                    "weight": 1.0,
+                    **_NEVER_CHECKED,
+                    "queued_jobs": 0,
+                    "running_jobs": 0,
+                },
+            ],
+        },
+    ]
+}
 QUEUE_STATS: Json = {
     "jobs_by_status": {
         "pending": 1,
@@ -254,6 +357,7 @@ QUEUE_STATS: Json = {
     "runpod_health": _HEALTH,
     "runpod_error": None,
     "stall_reason": None,
+    "routes": MODELS["models"],
 }
 GPU_PRICE = 0.00044
 

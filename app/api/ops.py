@@ -49,6 +49,7 @@ from app.api.limits import (
 )
 from app.api.openapi_docs import json_example
 from app.api.ratelimit import RateLimitHeadersMiddleware
+from app.api.route_metrics import route_metrics
 from app.core.config import Environment, Settings
 from app.core.db import Database
 from app.core.errors import NotFound, Unauthorized
@@ -56,6 +57,7 @@ from app.core.metrics import observe_http_request, observe_runpod_attempt
 from app.jobs.models import Job
 from app.jobs.status import JobStatus
 from app.runpod import AuthenticationError, RateLimitError, RunPodClient, RunPodError
+from app.scheduler.overview import route_overviews
 
 CHECK_TIMEOUT_S = 3.0
 RUNPOD_CHECK_TTL_S = 5.0
@@ -227,11 +229,11 @@ def metrics(request: Request, engine: EngineDep) -> Response:
         if not hmac.compare_digest(presented, f"Bearer {token.get_secret_value()}".encode()):
             raise Unauthorized("/metrics needs its token", code="metrics_token_required")
     encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-    return Response(encoder(_scrape(engine.db)), headers={"Content-Type": content_type})
+    return Response(encoder(_scrape(settings, engine.db)), headers={"Content-Type": content_type})
 
 
-def _scrape(db: Database) -> "_Scrape":
-    return _Scrape([REGISTRY, LedgerCollector(db)])
+def _scrape(settings: Settings, db: Database) -> "_Scrape":
+    return _Scrape([REGISTRY, LedgerCollector(settings, db)])
 
 
 def serve_metrics_port(settings: Settings, db: Database) -> Callable[[], None]:
@@ -241,7 +243,7 @@ def serve_metrics_port(settings: Settings, db: Database) -> Callable[[], None]:
             logger.warning("/metrics is open: set METRICS_TOKEN or METRICS_PORT in production")
         return lambda: None
     try:
-        server, thread = start_http_server(settings.metrics_port, registry=_scrape(db))
+        server, thread = start_http_server(settings.metrics_port, registry=_scrape(settings, db))
     except OSError as error:  # another worker process of this API serves it
         logger.warning("metrics port {} not served here: {}", settings.metrics_port, error)
         return lambda: None
@@ -266,18 +268,19 @@ class _Scrape:
 
 
 class LedgerCollector:
-    """Jobs by status and the queue depth, from one GROUP BY on the ledger per scrape."""
+    """Jobs by status and the queue depth, from one GROUP BY on the ledger per scrape, and the
+    routes' and endpoints' gauges (`app.api.route_metrics`)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self._settings = settings
         self._db = db
 
     def collect(self) -> Iterable[Metric]:
         up = GaugeMetricFamily("podrelay_ledger_up", "1 when the job ledger answered the scrape.")
         try:
-            with self._db.engine.connect() as connection:
-                rows = connection.execute(
-                    select(Job.status, func.count()).group_by(Job.status)
-                ).all()
+            with self._db.session() as session:
+                rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+                routes = route_metrics(route_overviews(session, self._settings))
         except SQLAlchemyError as error:
             logger.warning("metrics: the ledger did not answer: {}", error)
             up.add_metric([], 0)
@@ -296,6 +299,7 @@ class LedgerCollector:
             "Jobs not yet running: pending (not accepted by RunPod yet) plus queued at RunPod.",
             value=counts[JobStatus.PENDING] + counts[JobStatus.QUEUED],
         )
+        yield from routes
         up.add_metric([], 1)
         yield up
 

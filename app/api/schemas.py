@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api import examples
 from app.api.account_schemas import BudgetOut
+from app.api.model_schemas import ModelOut
 from app.jobs.options import NO_NUL, GenerationOptions, Prompt
 from app.jobs.status import JobStatus
 from app.scheduler.fair import Priority
@@ -218,6 +219,9 @@ class QueueStatsOut(BaseModel):
     runpod_health: dict[str, dict[str, int]] | None
     runpod_error: str | None
     stall_reason: str | None
+    routes: list[ModelOut] = Field(
+        description="Each route's jobs and its endpoints' health, as `GET /models` lists them."
+    )
 
 
 class UsageDay(BaseModel):

@@ -1,8 +1,8 @@
 """The `podrelay` command line.
 
 Local processes: `dev` (alias `run`), `simulator`, `worker`, `bench`, `keys`. Against a running
-API over HTTP: `generate`, `status`, `cancel`. Every failure is one `error: ...` line on stderr
-and a non-zero exit status, never a traceback.
+API over HTTP: `generate`, `status`, `cancel`, `models`. Every failure is one `error: ...` line
+on stderr and a non-zero exit status, never a traceback.
 """
 
 import typer
@@ -10,7 +10,7 @@ import typer
 # Typer vendors Click; its usage errors are shown here as one line instead of a panel.
 from typer._click.exceptions import NoArgsIsHelpError
 
-from app.cli import jobs, keys, local
+from app.cli import jobs, keys, local, models
 
 cli = typer.Typer(
     help="Podrelay: a job gateway for RunPod Serverless.",
@@ -28,6 +28,7 @@ cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options"
 cli.command()(jobs.generate)
 cli.command()(jobs.status)
 cli.command()(jobs.cancel)
+cli.command()(models.models)
 cli.add_typer(keys.keys, name="keys")
 
 

@@ -4,8 +4,9 @@ Metrics live in the memory of the process that records them: `/metrics` on an AP
 shows that process's HTTP traffic, its RunPod calls and the webhook deliveries it made.
 Celery workers are separate processes and are not scraped here; with several API processes
 (`uvicorn --workers N`) each keeps its own counters. The job counts (`podrelay_jobs`,
-`podrelay_queue_depth`) are the exception: they are read from the shared ledger at scrape time
-(`app.api.ops`), so they describe the whole system whichever process answers.
+`podrelay_queue_depth`) and the per-route and per-endpoint gauges (`app.api.route_metrics`) are
+the exception: they are read from the shared ledger at scrape time (`app.api.ops`), so they
+describe the whole system whichever process answers.
 
 Labels only ever hold bounded values (route templates, operation names, error kinds); never a
 raw path, a job id, an API key or a webhook token.

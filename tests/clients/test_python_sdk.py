@@ -18,6 +18,7 @@ from podrelay_client import (
     ConflictError,
     GenerationOptions,
     JobStatus,
+    Model,
     NotFoundError,
     PermissionDeniedError,
     Podrelay,
@@ -29,6 +30,7 @@ from podrelay_client import (
 )
 from podrelay_client._core import RetryPolicy
 from tests.clients.sdk import SdkStack
+from tests.stack.deployment import ENDPOINT_ID
 from tests.stack.waiting import free_port
 
 pytestmark = pytest.mark.timeout(180)
@@ -176,6 +178,28 @@ def test_no_answer_is_a_connection_error() -> None:
     assert "refused" in failed.value.reason.lower()
 
 
+def test_models_lists_the_route_and_its_endpoints_health(podrelay: Podrelay) -> None:
+    """Without a routes file, one route, `default`, on RUNPOD_URL's endpoint; the worker's
+    dispatcher has checked its health."""
+    with podrelay:
+        podrelay.generate("a model check", wait=30, **SMALL)
+        [model] = podrelay.models()
+    assert isinstance(model, Model)
+    assert (model.name, model.default, model.kind, model.fallbacks) == (
+        "default",
+        True,
+        "sdxl",
+        [],
+    )
+    assert model.defaults["width"] == 1024
+    [endpoint] = model.endpoints
+    assert endpoint.id == ENDPOINT_ID
+    assert endpoint.checked_at is not None
+    assert endpoint.circuit == "closed"
+    assert endpoint.workers.throttled == 0
+    assert endpoint.max_in_flight is not None
+
+
 def test_the_async_client(sdk_stack: SdkStack) -> None:
     async def scenario() -> None:
         async with AsyncPodrelay(sdk_stack.url, sdk_stack.key) as podrelay:
@@ -189,6 +213,7 @@ def test_the_async_client(sdk_stack: SdkStack) -> None:
             assert ids == [started.id, done.id]
             with pytest.raises(NotFoundError):
                 await podrelay.cancel("job_nope")
+            assert [model.name for model in await podrelay.models()] == ["default"]
 
     asyncio.run(scenario())
 

@@ -16,7 +16,7 @@ from tests.clients.sdk import CLIENTS, TYPESCRIPT, SdkStack, installed_npm, run
 
 pytestmark = pytest.mark.timeout(300)
 
-NODE_TESTS = 10
+NODE_TESTS = 11
 
 
 @pytest.fixture(scope="module")

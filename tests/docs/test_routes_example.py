@@ -50,3 +50,14 @@ def test_the_example_routes_run_on_the_built_in_simulator(
             time.sleep(0.3)
         assert job["route"] == model
         assert job["images"], job
+
+    listed = httpx.get(f"{base}/models").json()["models"]
+    assert [(m["name"], m["default"], m["kind"]) for m in listed] == [
+        ("sdxl", True, "sdxl"),
+        ("comfyui", False, "comfyui"),
+        ("flux", False, "flux"),
+    ]
+    assert [e["id"] for e in listed[0]["endpoints"]] == ["sdxl", "sdxl-b"]
+    served = {job["endpoint"] for job in (httpx.get(f"{base}/jobs").json()["items"])}
+    checked = {e["id"] for m in listed for e in m["endpoints"] if e["checked_at"] is not None}
+    assert served <= checked  # the endpoints that ran jobs were checked by the dispatcher

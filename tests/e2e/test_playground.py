@@ -305,6 +305,81 @@ def test_batch_and_cancel(
     )
 
 
+@pytest.fixture(scope="module")
+def routed_playground(
+    simulator_server: SimulatorServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Playground]:
+    """A stack with two routes (models), each on an endpoint of the simulator."""
+    folder = tmp_path_factory.mktemp("routed-playground")
+    routes = folder / "routes.toml"
+    routes.write_text(
+        f"""
+[routes.sdxl]
+default = true
+[[routes.sdxl.endpoints]]
+url = "{simulator_server.base_url}/pg-sdxl"
+
+[routes.flux]
+kind = "flux"
+defaults = {{ width = 768, height = 768, num_inference_steps = 28 }}
+bounds = {{ max_steps = 50, max_images = 1 }}
+[[routes.flux.endpoints]]
+url = "{simulator_server.base_url}/pg-flux"
+"""
+    )
+    with stack_factory(folder) as factory:
+        stack = factory.build(
+            ledger="sqlite",
+            broker="embedded",
+            simulator=simulator_server,
+            webhooks=True,
+            allow_anonymous=True,
+            routes_file=routes,
+        )
+        url = stack.start_api()
+        stack.start_worker(concurrency=2)
+        with stack.db.session() as session:
+            _, api_key = create_key(session, name="routed")
+        yield Playground(url=url, api_key=api_key)
+
+
+def test_a_picked_model_runs_the_job_on_its_route(
+    routed_playground: Playground, page: Page, watch: PageWatch
+) -> None:
+    """With two routes the page offers a picker, filled from GET /models: picking one fills in
+    its defaults and limits, and the job runs on that route."""
+    page.goto(routed_playground.url)
+    page.locator("#api-key").fill(routed_playground.api_key)
+    page.locator("#api-key").press("Tab")
+    picker = page.get_by_label("Model")
+    expect(picker).to_be_visible()
+    expect(picker.locator("option")).to_have_text(["sdxl (sdxl, default)", "flux (flux)"])
+    expect(picker).to_have_value("sdxl")
+    picker.select_option("flux")
+    expect(page.locator("#steps")).to_have_value("28")
+    expect(page.locator("#width")).to_have_value("768")
+    expect(page.locator("#steps")).to_have_attribute("max", "50")
+    expect(page.locator("#num-images")).to_have_attribute("max", "1")
+    _, job_id = draft_to_image(page, "a fox on the flux route")
+    [listed] = routed_playground.jobs_of(routed_playground.api_key)
+    assert (listed["id"], listed["route"]) == (job_id, "flux")
+    assert listed["endpoint"] == "pg-flux"
+
+    # Past the picked model's bounds, the API refuses and the page shows why.
+    page.locator("#steps").fill("60")
+    page.get_by_label("Prompt", exact=True).fill("too many steps")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#error-code")).to_have_text("out_of_bounds")
+
+
+def test_one_model_needs_no_picker(playground: Playground, page: Page, watch: PageWatch) -> None:
+    models = httpx.get(f"{playground.url}{API}/models", timeout=10).json()["models"]
+    assert [model["name"] for model in models] == ["default"]
+    page.goto(playground.url)
+    expect(page.locator("#model option")).to_have_count(1)
+    expect(page.locator("#model-field")).to_be_hidden()
+
+
 def test_page_is_served_with_its_assets_and_a_strict_policy(playground: Playground) -> None:
     page = httpx.get(f"{playground.url}/", timeout=10)
     assert page.status_code == 200

@@ -23,6 +23,7 @@ PROTECTED = [
     ("GET", f"{API}/batches/bat_0123456789abcdef01234567", None),
     ("GET", f"{API}/images/img_0123456789abcdef01234567", None),
     ("GET", f"{API}/usage", None),
+    ("GET", f"{API}/models", None),
     ("POST", f"{API}/test", None),
     ("GET", f"{API}/queue/stats", None),
     ("POST", "/api/v1/tokens", {"user": "someone"}),

@@ -1,5 +1,6 @@
 """The seed's six endpoints under `/api/v1/runpod`, plus history, events, images and usage
-(`app.api.endpoints.history`), all on one router that `app.main` mounts at `/api/v1`."""
+(`app.api.endpoints.history`) and the models (`app.api.endpoints.models`), all on one router
+that `app.main` mounts at `/api/v1`."""
 
 import asyncio
 import re
@@ -15,8 +16,9 @@ from app.accounts.callers import Caller
 from app.accounts.idempotency import request_fingerprint
 from app.api import examples
 from app.api.deps import CallerDep, EngineDep, IntakeDep, SessionDep, require_admin
-from app.api.endpoints import history
+from app.api.endpoints import history, models
 from app.api.errors import problem_responses
+from app.api.model_schemas import ModelOut, models_out
 from app.api.openapi_docs import json_example
 from app.api.schemas import (
     BatchOut,
@@ -44,10 +46,12 @@ from app.jobs.lookup import find_job
 from app.jobs.models import Batch, Job
 from app.jobs.status import JobStatus
 from app.runpod import RunPodError
+from app.scheduler.overview import route_overviews
 from app.scheduler.queue import place_of
 
 router = APIRouter(prefix="/runpod")
 router.include_router(history.router)
+router.include_router(models.router)
 
 # What each route can answer besides success (all `application/problem+json`, see errors.py).
 # 429 is on every route (the rate limit, see app.main); 408 and 413 are the body limits.
@@ -211,14 +215,16 @@ async def test_connection(engine: EngineDep) -> ConnectionTestOut:
     dependencies=[Depends(require_admin)],
 )
 async def queue_stats(engine: EngineDep) -> QueueStatsOut:
-    """Podrelay's jobs by status, RunPod's /health, and why jobs wait, when they do."""
+    """Podrelay's jobs by status, RunPod's /health, and why jobs wait, when they do; `routes`:
+    each route's jobs and its endpoints' health, as `GET /models` shows them."""
 
-    def counts() -> dict[str, int]:
+    def counts() -> tuple[dict[str, int], list[ModelOut]]:
         with engine.db.session() as session:
             rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
-            return {status.value: 0 for status in JobStatus} | {row[0]: row[1] for row in rows}
+            by_status = {status.value: 0 for status in JobStatus} | {r[0]: r[1] for r in rows}
+            return by_status, models_out(route_overviews(session, engine.settings))
 
-    by_status = await run_in_threadpool(counts)
+    by_status, routes = await run_in_threadpool(counts)
     health, error = None, None
     try:
         report = await engine.runpod.health()
@@ -232,6 +238,7 @@ async def queue_stats(engine: EngineDep) -> QueueStatsOut:
         runpod_health=health,
         runpod_error=error,
         stall_reason=_stall_reason(waiting, health, error),
+        routes=routes,
     )
 
 

@@ -59,6 +59,7 @@ function numberField(id) {
 
 function options() {
   const body = {
+    model: $("model-field").hidden ? undefined : $("model").value || undefined,
     width: numberField("width"),
     height: numberField("height"),
     num_inference_steps: numberField("steps"),
@@ -92,6 +93,39 @@ async function submit(event) {
 
 function applyPreset(name) {
   for (const [field, value] of Object.entries(PRESETS[name])) $(field).value = String(value);
+}
+
+// The models: a picker when there is more than one, each filling in its defaults and limits.
+
+const models = new Map(); // name -> the model as GET /models lists it
+const DEFAULT_FIELDS = { width: "width", height: "height", num_inference_steps: "steps",
+  num_images: "num-images" };
+const BOUND_FIELDS = { max_width: "width", max_height: "height", max_steps: "steps",
+  max_images: "num-images" };
+
+async function loadModels() {
+  const { models: listed } = await getJson(`${API}/models`);
+  models.clear();
+  const picker = $("model");
+  const chosen = picker.value;
+  picker.replaceChildren(...listed.map((model) => {
+    models.set(model.name, model);
+    const label = `${model.name} (${model.kind}${model.default ? ", default" : ""})`;
+    return el("option", { value: model.name }, label);
+  }));
+  const fallback = listed.find((model) => model.default)?.name ?? "";
+  picker.value = models.has(chosen) ? chosen : fallback;
+  $("model-field").hidden = listed.length < 2;
+  applyModel();
+}
+
+function applyModel() {
+  const model = models.get($("model").value);
+  if (!model) return;
+  for (const [name, id] of Object.entries(DEFAULT_FIELDS)) {
+    if (model.defaults[name] !== undefined) $(id).value = String(model.defaults[name]);
+  }
+  for (const [name, id] of Object.entries(BOUND_FIELDS)) $(id).max = String(model.bounds[name]);
 }
 
 // Jobs.
@@ -243,7 +277,9 @@ function start() {
     storeKey($("api-key").value.trim());
     forgetJobs();
     refreshList().catch(showError);
+    loadModels().catch((error) => console.warn("could not list the models", error));
   });
+  $("model").addEventListener("change", applyModel);
   $("generate-form").addEventListener("submit", submit);
   for (const button of document.querySelectorAll("[data-preset]")) {
     button.addEventListener("click", () => applyPreset(button.dataset.preset));
@@ -260,6 +296,7 @@ function start() {
     if (stale) refreshList().catch(showError);
   }, POLL_MS);
   refreshList().catch(showError);
+  loadModels().catch((error) => console.warn("could not list the models", error));
 }
 
 start();

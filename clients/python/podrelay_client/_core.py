@@ -16,10 +16,11 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from pydantic import BaseModel
 
 from podrelay_client import __version__
 from podrelay_client.errors import ApiConnectionError, InvalidApiUrl, WaitTimeout, error_of
-from podrelay_client.models import GenerationOptions, Image, JobEvent
+from podrelay_client.models import GenerationOptions, Image, JobEvent, Model
 
 API_PREFIX = "/api/v1/runpod"
 MAX_PREFER_WAIT_S = 60  # the API holds a `Prefer: wait` request at most this long
@@ -117,6 +118,19 @@ TOKENS_PATH = "/api/v1/tokens"
 
 def usage_call() -> Call:
     return Call("GET", f"{API_PREFIX}/usage")
+
+
+def models_call() -> Call:
+    return Call("GET", f"{API_PREFIX}/models")
+
+
+class _ModelList(BaseModel):
+    models: list[Model]
+
+
+def models_of(response: httpx.Response) -> list[Model]:
+    """`GET /models`'s routes, the default first."""
+    return _ModelList.model_validate_json(response.content).models
 
 
 def session_token_call(

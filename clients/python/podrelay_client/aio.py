@@ -18,6 +18,7 @@ from podrelay_client.models import (
     JobEvent,
     JobPage,
     JobStatus,
+    Model,
     SessionToken,
     Usage,
 )
@@ -87,6 +88,10 @@ class AsyncPodrelay:
 
     async def usage(self) -> Usage:
         return Usage.model_validate_json((await self._send(_core.usage_call())).content)
+
+    async def models(self) -> list[Model]:
+        """The models (routes) a job may name, the default first, with their endpoints' health."""
+        return _core.models_of(await self._send(_core.models_call()))
 
     async def session_token(
         self,

@@ -18,6 +18,7 @@ from podrelay_client.models import (
     JobEvent,
     JobPage,
     JobStatus,
+    Model,
     SessionToken,
     Usage,
 )
@@ -99,6 +100,10 @@ class Podrelay:
 
     def usage(self) -> Usage:
         return Usage.model_validate_json(self._send(_core.usage_call()).content)
+
+    def models(self) -> list[Model]:
+        """The models (routes) a job may name, the default first, with their endpoints' health."""
+        return _core.models_of(self._send(_core.models_call()))
 
     def session_token(
         self,

@@ -230,6 +230,66 @@ class SessionToken(Resource):
     origins: list[str]
 
 
+class Workers(Resource):
+    """RunPod's worker counts at the endpoint's last /health (None: never checked)."""
+
+    idle: int | None
+    ready: int | None
+    running: int | None
+    initializing: int | None
+    throttled: int | None
+    unhealthy: int | None
+
+
+class RunPodJobs(Resource):
+    in_queue: int | None
+    in_progress: int | None
+
+
+class Bounds(Resource):
+    max_width: int
+    max_height: int
+    max_steps: int
+    max_images: int
+
+
+class EndpointHealth(Resource):
+    """A RunPod endpoint of a model, as Podrelay's dispatchers last saw it."""
+
+    id: str
+    weight: float
+    max_in_flight: int | None  # None: never checked
+    workers: Workers
+    runpod_jobs: RunPodJobs
+    queue_delay_p50_ms: int | None  # medians of its jobs of the last 15 minutes
+    execution_p50_ms: int | None
+    circuit: Literal["closed", "open", "half_open"]  # open: out of rotation until retry_at
+    circuit_reason: str | None
+    circuit_since: datetime | None
+    retry_at: datetime | None
+    trips: int
+    checked_at: datetime | None
+    error: str | None  # why its last /health failed
+    queued_jobs: int  # Podrelay's jobs in its queue at RunPod
+    running_jobs: int
+
+
+class Model(Resource):
+    """A route: what `model` names in `generate`, and the endpoints that serve it."""
+
+    name: str
+    default: bool  # the route of a request that names no model
+    kind: Literal["sdxl", "comfyui", "a1111", "flux", "custom"]
+    price_per_second: float
+    max_queue_delay_s: float
+    defaults: dict[str, Any]  # the parameters a request leaves out
+    bounds: Bounds
+    fallbacks: list[str]
+    pending_jobs: int
+    waiting_jobs: int
+    endpoints: list[EndpointHealth]
+
+
 class Problem(Resource):
     """An error answer (`application/problem+json`); `code` is stable."""
 
@@ -262,5 +322,10 @@ SCHEMAS: dict[str, type[Resource]] = {
     "UsageOut": Usage,
     "BudgetOut": Budget,
     "TokenOut": SessionToken,
+    "WorkersOut": Workers,
+    "RunPodJobsOut": RunPodJobs,
+    "BoundsOut": Bounds,
+    "EndpointHealthOut": EndpointHealth,
+    "ModelOut": Model,
     "Problem": Problem,
 }

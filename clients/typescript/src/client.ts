@@ -14,6 +14,7 @@ import type {
   Job,
   JobEvent,
   JobStatus,
+  Model,
   SessionToken,
   TokenRequest,
   Usage,
@@ -137,6 +138,12 @@ export class Podrelay {
   /** The caller's usage per day, and what its budgets leave. */
   async usage(): Promise<Usage> {
     return unwrap(await this.api.GET("/api/v1/runpod/usage"));
+  }
+
+  /** The models (routes) a job may name as `model`, the default first, with their RunPod
+   * endpoints' health. Any credential may read it, a browser's too. */
+  async models(): Promise<Model[]> {
+    return unwrap(await this.api.GET("/api/v1/runpod/models")).models;
   }
 
   /** On your server, with a server key: a session token for one signed-in user of your app,

@@ -16,6 +16,8 @@ export type Budget = Schemas["BudgetOut"];
 export type SessionToken = Schemas["TokenOut"];
 export type TokenRequest = Schemas["TokenRequest"];
 export type Problem = Schemas["Problem"];
+export type Model = Schemas["ModelOut"];
+export type EndpointHealth = Schemas["EndpointHealthOut"];
 export type GenerateRequest = Schemas["GenerateRequest"];
 export type BatchRequest = Schemas["BatchRequest"];
 /** What `generate` and `batch` take besides the prompt(s). */

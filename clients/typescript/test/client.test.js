@@ -50,6 +50,16 @@ test("a batch, and the jobs a page at a time", { skip }, async () => {
   assert.equal((await podrelay.batchStatus(batch.id)).done, true);
 });
 
+test("models lists the route and its endpoint's health", { skip }, async () => {
+  const models = await client().models();
+  assert.deepEqual(models.map((model) => [model.name, model.default, model.kind]), [["default", true, "sdxl"]]);
+  const [endpoint] = models[0].endpoints;
+  assert.equal(endpoint.id, "podrelay-worker-test");
+  assert.ok(["closed", "open", "half_open"].includes(endpoint.circuit));
+  assert.equal(typeof endpoint.workers, "object");
+  assert.equal(models[0].defaults.width, 1024);
+});
+
 test("errors carry the API's status and stable code", { skip }, async () => {
   const podrelay = client();
   await assert.rejects(podrelay.status("job_nope"), (error) => {

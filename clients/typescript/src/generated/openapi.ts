@@ -118,6 +118,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/runpod/models": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The models (routes) and their endpoints' health
+         * @description Each route: its worker kind, price, parameter defaults and bounds, fallbacks, and its
+         *     RunPod endpoints as the dispatchers last saw them (workers, queue, recent times, circuit).
+         *     Any authenticated caller may read it.
+         */
+        get: operations["list_models"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/runpod/generate": {
         parameters: {
             query?: never;
@@ -228,7 +250,8 @@ export interface paths {
         };
         /**
          * Queue statistics
-         * @description Podrelay's jobs by status, RunPod's /health, and why jobs wait, when they do.
+         * @description Podrelay's jobs by status, RunPod's /health, and why jobs wait, when they do; `routes`:
+         *     each route's jobs and its endpoints' health, as `GET /models` shows them.
          */
         get: operations["queue_stats"];
         put?: never;
@@ -758,6 +781,17 @@ export interface components {
             /** Prompts */
             prompts: string[];
         };
+        /** BoundsOut */
+        BoundsOut: {
+            /** Max Width */
+            max_width: number;
+            /** Max Height */
+            max_height: number;
+            /** Max Steps */
+            max_steps: number;
+            /** Max Images */
+            max_images: number;
+        };
         /** BudgetOut */
         BudgetOut: {
             /**
@@ -787,6 +821,11 @@ export interface components {
             /** Detail */
             detail?: string | null;
         };
+        /**
+         * Circuit
+         * @enum {string}
+         */
+        Circuit: "closed" | "open" | "half_open";
         /**
          * ConnectionTestOut
          * @example {
@@ -907,6 +946,75 @@ export interface components {
              * @description Signs this key's webhooks (Standard Webhooks).
              */
             webhook_secret: string;
+        };
+        /** EndpointHealthOut */
+        EndpointHealthOut: {
+            /**
+             * Id
+             * @description The RunPod endpoint id.
+             */
+            id: string;
+            /**
+             * Weight
+             * @description Its share of the route's jobs.
+             */
+            weight: number;
+            /**
+             * Max In Flight
+             * @description Jobs it may hold queued or running at RunPod (null: never checked).
+             */
+            max_in_flight: number | null;
+            workers: components["schemas"]["WorkersOut"];
+            runpod_jobs: components["schemas"]["RunPodJobsOut"];
+            /**
+             * Queue Delay P50 Ms
+             * @description Median wait in its queue at RunPod of its jobs of the last 15 minutes.
+             */
+            queue_delay_p50_ms: number | null;
+            /**
+             * Execution P50 Ms
+             * @description Median run time of its jobs of the last 15 minutes.
+             */
+            execution_p50_ms: number | null;
+            /** @description `open`: out of rotation until `retry_at`. */
+            circuit: components["schemas"]["Circuit"];
+            /**
+             * Circuit Reason
+             * @description Why its circuit opened.
+             */
+            circuit_reason: string | null;
+            /** Circuit Since */
+            circuit_since: string | null;
+            /**
+             * Retry At
+             * @description When an open circuit is probed again.
+             */
+            retry_at: string | null;
+            /**
+             * Trips
+             * @description Times its circuit opened in a row.
+             */
+            trips: number;
+            /**
+             * Checked At
+             * @description Its last /health (null: never checked).
+             */
+            checked_at: string | null;
+            /**
+             * Error
+             * @description Why the last /health failed, if it did.
+             */
+            error: string | null;
+            /**
+             * Queued Jobs
+             * @description Podrelay's jobs in its queue at RunPod.
+             */
+            queued_jobs: number;
+            /**
+             * Running Jobs
+             * @description Podrelay's jobs its workers run.
+             */
+            running_jobs: number;
         };
         /** ErrorOut */
         ErrorOut: {
@@ -1562,6 +1670,203 @@ export interface components {
             /** Cancel */
             cancel: string;
         };
+        /** ModelOut */
+        ModelOut: {
+            /**
+             * Name
+             * @description What a request names as `model`.
+             */
+            name: string;
+            /**
+             * Default
+             * @description The route of a request that names no model.
+             */
+            default: boolean;
+            /** @description The worker's input format. */
+            kind: components["schemas"]["WorkerKind"];
+            /**
+             * Price Per Second
+             * @description USD per GPU second.
+             */
+            price_per_second: number;
+            /** Max Queue Delay S */
+            max_queue_delay_s: number;
+            /**
+             * Defaults
+             * @description The parameters a request leaves out.
+             */
+            defaults: {
+                [key: string]: unknown;
+            };
+            bounds: components["schemas"]["BoundsOut"];
+            /**
+             * Fallbacks
+             * @description Routes that take its jobs when it cannot.
+             */
+            fallbacks: string[];
+            /**
+             * Pending Jobs
+             * @description Podrelay's jobs waiting for one of its endpoints.
+             */
+            pending_jobs: number;
+            /**
+             * Waiting Jobs
+             * @description Not yet running: pending, or queued at RunPod.
+             */
+            waiting_jobs: number;
+            /** Endpoints */
+            endpoints: components["schemas"]["EndpointHealthOut"][];
+        };
+        /**
+         * ModelsOut
+         * @example {
+         *       "models": [
+         *         {
+         *           "name": "sdxl",
+         *           "default": true,
+         *           "kind": "sdxl",
+         *           "price_per_second": 0.00044,
+         *           "max_queue_delay_s": 60,
+         *           "defaults": {
+         *             "width": 1024,
+         *             "height": 1024,
+         *             "num_inference_steps": 25,
+         *             "guidance_scale": 7.5,
+         *             "num_images": 1
+         *           },
+         *           "bounds": {
+         *             "max_width": 1536,
+         *             "max_height": 1536,
+         *             "max_steps": 60,
+         *             "max_images": 4
+         *           },
+         *           "fallbacks": [
+         *             "flux"
+         *           ],
+         *           "pending_jobs": 1,
+         *           "waiting_jobs": 5,
+         *           "endpoints": [
+         *             {
+         *               "id": "sdxl-a1b2c3d4e5",
+         *               "weight": 2,
+         *               "max_in_flight": 6,
+         *               "workers": {
+         *                 "idle": 0,
+         *                 "initializing": 1,
+         *                 "ready": 0,
+         *                 "running": 2,
+         *                 "throttled": 0,
+         *                 "unhealthy": 0
+         *               },
+         *               "runpod_jobs": {
+         *                 "in_queue": 4,
+         *                 "in_progress": 2
+         *               },
+         *               "queue_delay_p50_ms": 840,
+         *               "execution_p50_ms": 6380,
+         *               "circuit": "closed",
+         *               "circuit_reason": null,
+         *               "circuit_since": null,
+         *               "retry_at": null,
+         *               "trips": 0,
+         *               "checked_at": "2026-03-14T09:27:01.204518Z",
+         *               "error": null,
+         *               "queued_jobs": 4,
+         *               "running_jobs": 2
+         *             },
+         *             {
+         *               "id": "sdxl-b7c8d9e0f1",
+         *               "weight": 1,
+         *               "max_in_flight": 2,
+         *               "workers": {
+         *                 "idle": 0,
+         *                 "initializing": 0,
+         *                 "ready": 0,
+         *                 "running": 0,
+         *                 "throttled": 3,
+         *                 "unhealthy": 0
+         *               },
+         *               "runpod_jobs": {
+         *                 "in_queue": 0,
+         *                 "in_progress": 0
+         *               },
+         *               "queue_delay_p50_ms": null,
+         *               "execution_p50_ms": null,
+         *               "circuit": "open",
+         *               "circuit_reason": "no worker can run (3 throttled) while jobs wait",
+         *               "circuit_since": "2026-03-14T09:26:40.118302Z",
+         *               "retry_at": "2026-03-14T09:27:11.902114Z",
+         *               "trips": 1,
+         *               "checked_at": "2026-03-14T09:27:00.871940Z",
+         *               "error": null,
+         *               "queued_jobs": 0,
+         *               "running_jobs": 0
+         *             }
+         *           ]
+         *         },
+         *         {
+         *           "name": "flux",
+         *           "default": false,
+         *           "kind": "flux",
+         *           "price_per_second": 0.00076,
+         *           "max_queue_delay_s": 120,
+         *           "defaults": {
+         *             "width": 1024,
+         *             "height": 1024,
+         *             "num_inference_steps": 28,
+         *             "guidance_scale": 3.5,
+         *             "num_images": 1
+         *           },
+         *           "bounds": {
+         *             "max_width": 2048,
+         *             "max_height": 2048,
+         *             "max_steps": 50,
+         *             "max_images": 1
+         *           },
+         *           "fallbacks": [],
+         *           "pending_jobs": 0,
+         *           "waiting_jobs": 0,
+         *           "endpoints": [
+         *             {
+         *               "id": "flux-0a9b8c7d6e",
+         *               "weight": 1,
+         *               "max_in_flight": null,
+         *               "workers": {
+         *                 "idle": null,
+         *                 "ready": null,
+         *                 "running": null,
+         *                 "initializing": null,
+         *                 "throttled": null,
+         *                 "unhealthy": null
+         *               },
+         *               "runpod_jobs": {
+         *                 "in_queue": null,
+         *                 "in_progress": null
+         *               },
+         *               "queue_delay_p50_ms": null,
+         *               "execution_p50_ms": null,
+         *               "circuit": "closed",
+         *               "circuit_reason": null,
+         *               "circuit_since": null,
+         *               "retry_at": null,
+         *               "trips": 0,
+         *               "checked_at": null,
+         *               "error": null,
+         *               "queued_jobs": 0,
+         *               "running_jobs": 0
+         *             }
+         *           ]
+         *         }
+         *       ]
+         *     }
+         */
+        ModelsOut: {
+            /**
+             * Models
+             * @description Every route, the default first.
+             */
+            models: components["schemas"]["ModelOut"][];
+        };
         /**
          * Priority
          * @enum {string}
@@ -1619,7 +1924,145 @@ export interface components {
          *         }
          *       },
          *       "runpod_error": null,
-         *       "stall_reason": null
+         *       "stall_reason": null,
+         *       "routes": [
+         *         {
+         *           "name": "sdxl",
+         *           "default": true,
+         *           "kind": "sdxl",
+         *           "price_per_second": 0.00044,
+         *           "max_queue_delay_s": 60,
+         *           "defaults": {
+         *             "width": 1024,
+         *             "height": 1024,
+         *             "num_inference_steps": 25,
+         *             "guidance_scale": 7.5,
+         *             "num_images": 1
+         *           },
+         *           "bounds": {
+         *             "max_width": 1536,
+         *             "max_height": 1536,
+         *             "max_steps": 60,
+         *             "max_images": 4
+         *           },
+         *           "fallbacks": [
+         *             "flux"
+         *           ],
+         *           "pending_jobs": 1,
+         *           "waiting_jobs": 5,
+         *           "endpoints": [
+         *             {
+         *               "id": "sdxl-a1b2c3d4e5",
+         *               "weight": 2,
+         *               "max_in_flight": 6,
+         *               "workers": {
+         *                 "idle": 0,
+         *                 "initializing": 1,
+         *                 "ready": 0,
+         *                 "running": 2,
+         *                 "throttled": 0,
+         *                 "unhealthy": 0
+         *               },
+         *               "runpod_jobs": {
+         *                 "in_queue": 4,
+         *                 "in_progress": 2
+         *               },
+         *               "queue_delay_p50_ms": 840,
+         *               "execution_p50_ms": 6380,
+         *               "circuit": "closed",
+         *               "circuit_reason": null,
+         *               "circuit_since": null,
+         *               "retry_at": null,
+         *               "trips": 0,
+         *               "checked_at": "2026-03-14T09:27:01.204518Z",
+         *               "error": null,
+         *               "queued_jobs": 4,
+         *               "running_jobs": 2
+         *             },
+         *             {
+         *               "id": "sdxl-b7c8d9e0f1",
+         *               "weight": 1,
+         *               "max_in_flight": 2,
+         *               "workers": {
+         *                 "idle": 0,
+         *                 "initializing": 0,
+         *                 "ready": 0,
+         *                 "running": 0,
+         *                 "throttled": 3,
+         *                 "unhealthy": 0
+         *               },
+         *               "runpod_jobs": {
+         *                 "in_queue": 0,
+         *                 "in_progress": 0
+         *               },
+         *               "queue_delay_p50_ms": null,
+         *               "execution_p50_ms": null,
+         *               "circuit": "open",
+         *               "circuit_reason": "no worker can run (3 throttled) while jobs wait",
+         *               "circuit_since": "2026-03-14T09:26:40.118302Z",
+         *               "retry_at": "2026-03-14T09:27:11.902114Z",
+         *               "trips": 1,
+         *               "checked_at": "2026-03-14T09:27:00.871940Z",
+         *               "error": null,
+         *               "queued_jobs": 0,
+         *               "running_jobs": 0
+         *             }
+         *           ]
+         *         },
+         *         {
+         *           "name": "flux",
+         *           "default": false,
+         *           "kind": "flux",
+         *           "price_per_second": 0.00076,
+         *           "max_queue_delay_s": 120,
+         *           "defaults": {
+         *             "width": 1024,
+         *             "height": 1024,
+         *             "num_inference_steps": 28,
+         *             "guidance_scale": 3.5,
+         *             "num_images": 1
+         *           },
+         *           "bounds": {
+         *             "max_width": 2048,
+         *             "max_height": 2048,
+         *             "max_steps": 50,
+         *             "max_images": 1
+         *           },
+         *           "fallbacks": [],
+         *           "pending_jobs": 0,
+         *           "waiting_jobs": 0,
+         *           "endpoints": [
+         *             {
+         *               "id": "flux-0a9b8c7d6e",
+         *               "weight": 1,
+         *               "max_in_flight": null,
+         *               "workers": {
+         *                 "idle": null,
+         *                 "ready": null,
+         *                 "running": null,
+         *                 "initializing": null,
+         *                 "throttled": null,
+         *                 "unhealthy": null
+         *               },
+         *               "runpod_jobs": {
+         *                 "in_queue": null,
+         *                 "in_progress": null
+         *               },
+         *               "queue_delay_p50_ms": null,
+         *               "execution_p50_ms": null,
+         *               "circuit": "closed",
+         *               "circuit_reason": null,
+         *               "circuit_since": null,
+         *               "retry_at": null,
+         *               "trips": 0,
+         *               "checked_at": null,
+         *               "error": null,
+         *               "queued_jobs": 0,
+         *               "running_jobs": 0
+         *             }
+         *           ]
+         *         }
+         *       ]
          *     }
          */
         QueueStatsOut: {
@@ -1641,6 +2084,11 @@ export interface components {
             runpod_error: string | null;
             /** Stall Reason */
             stall_reason: string | null;
+            /**
+             * Routes
+             * @description Each route's jobs and its endpoints' health, as `GET /models` lists them.
+             */
+            routes: components["schemas"]["ModelOut"][];
         };
         /**
          * Readiness
@@ -1686,6 +2134,19 @@ export interface components {
             checks: {
                 [key: string]: components["schemas"]["Check"];
             };
+        };
+        /** RunPodJobsOut */
+        RunPodJobsOut: {
+            /**
+             * In Queue
+             * @description Jobs in the endpoint's queue at RunPod.
+             */
+            in_queue: number | null;
+            /**
+             * In Progress
+             * @description Jobs its workers run.
+             */
+            in_progress: number | null;
         };
         /**
          * Scope
@@ -1938,6 +2399,29 @@ export interface components {
              * @description False for a repeated or out-of-date delivery.
              */
             changed: boolean;
+        };
+        /**
+         * WorkerKind
+         * @enum {string}
+         */
+        WorkerKind: "sdxl" | "comfyui" | "a1111" | "flux" | "custom";
+        /**
+         * WorkersOut
+         * @description RunPod's worker counts at the last /health (null: never checked, or not reported).
+         */
+        WorkersOut: {
+            /** Idle */
+            idle: number | null;
+            /** Ready */
+            ready: number | null;
+            /** Running */
+            running: number | null;
+            /** Initializing */
+            initializing: number | null;
+            /** Throttled */
+            throttled: number | null;
+            /** Unhealthy */
+            unhealthy: number | null;
         };
         /**
          * Problem
@@ -2508,6 +2992,62 @@ export interface operations {
             };
             /** @description Unprocessable Entity */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_models: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelsOut"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
