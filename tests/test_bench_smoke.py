@@ -15,6 +15,9 @@ from typing import Any
 
 import pytest
 
+# The fixture runs every benchmark, one after another, before the first test.
+pytestmark = pytest.mark.timeout(300)
+
 # Each benchmark's arguments for a run of a few seconds (the module's --json is added).
 LIGHT_STACK = " --db sqlite --broker embedded"
 TINY = {
@@ -23,6 +26,7 @@ TINY = {
     "inflight": ("--jobs 20 --duration 1 --mode both --no-baseline" + LIGHT_STACK).split(),
     "dispatch": "--jobs 20".split(),
     "fairness": "--a-jobs 60".split(),
+    "failover": "--duration 10 --rate 4".split(),
 }
 
 
@@ -77,6 +81,19 @@ def test_dispatch_and_fairness_benchmarks_small_scale(runs: Runs) -> None:
     assert fair["b_done"] == fifo["b_done"] == 20
 
 
+def test_failover_benchmark_small_scale(runs: Runs) -> None:
+    document = runs.document("failover")
+    result = document["result"]
+    assert result["jobs"] == result["completed"] == 40
+    assert (result["lost"], result["duplicates"]) == (0, 0)
+    assert result["moved"] > 0, "no job waited at the throttled endpoint"
+    assert result["failover_s"] is not None
+    assert 0 < result["first_move_s"] <= result["failover_s"]
+    assert result["moved_e2e_s"]["p50"] > 0
+    assert result["baseline_e2e_s"]["p50"] > 0
+    assert document["targets"]["every job completed, 0 lost, 0 duplicates"]
+
+
 def test_client_overhead_benchmark_small_scale(runs: Runs) -> None:
     document = runs.document("client_overhead")
     assert "client/bare throughput ratio:" in runs.processes["client_overhead"].stdout
@@ -121,6 +138,7 @@ def test_report_has_a_row_per_benchmark_with_its_command(runs: Runs, tmp_path: P
     text, _ = render(runs.folder, tmp_path / "BENCHMARKS.md")
     rows = summary_rows(text)
     names = {"RunPod client overhead", "Submission throughput", "Dispatch rate", "Fairness"}
+    names |= {"Failover"}
     names |= {"In-flight jobs, webhook", "In-flight jobs, polling"}
     assert rows.keys() == names
     benches = {
@@ -130,6 +148,7 @@ def test_report_has_a_row_per_benchmark_with_its_command(runs: Runs, tmp_path: P
         "In-flight jobs, polling": ("inflight", {"mode": "polling"}),
         "Dispatch rate": ("dispatch", {}),
         "Fairness": ("fairness", {}),
+        "Failover": ("failover", {}),
     }
     for name, (bench, overrides) in benches.items():
         row = rows[name]
@@ -167,7 +186,7 @@ def test_report_shows_what_did_not_run(runs: Runs, tmp_path: Path) -> None:
     (tmp_path / "inflight.json").write_text(json.dumps(document))
     text, stdout = render(tmp_path, tmp_path / "out" / "BENCHMARKS.md")
     rows = summary_rows(text)
-    assert len(rows) == 6
+    assert len(rows) == 7
     for name in ("RunPod client overhead", "In-flight jobs, polling"):
         assert rows[name][2] == rows[name][5] == "not run"
     assert rows["RunPod client overhead"][3] == "not run"
@@ -175,4 +194,4 @@ def test_report_shows_what_did_not_run(runs: Runs, tmp_path: Path) -> None:
         assert "not run" not in rows[name][2]
         assert rows[name][5] != "not run"
     assert "not run: no `" in text  # the client overhead section says which file is missing
-    assert stdout.strip().endswith("(not run: client_overhead, dispatch, fairness)")
+    assert stdout.strip().endswith("(not run: client_overhead, dispatch, fairness, failover)")
