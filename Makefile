@@ -47,7 +47,7 @@ chaos: $(STAMP)
 ## JSON into data/bench/, then bench.report writes docs/BENCHMARKS.md from them (a benchmark
 ## that failed shows as "not run" there, and make still fails).
 ## $(call run_benchmarks,json dir,client_overhead args,submit and inflight args,report,
-##        dispatch and fairness args)
+##        dispatch, fairness and failover args)
 define run_benchmarks
 	rm -rf $(1) && mkdir -p $(1)
 	status=0; \
@@ -56,6 +56,7 @@ define run_benchmarks
 	$(BIN)/python -m bench.inflight $(3) --json $(1)/inflight.json || status=1; \
 	$(BIN)/python -m bench.dispatch $(5) --json $(1)/dispatch.json || status=1; \
 	$(BIN)/python -m bench.fairness $(5) --json $(1)/fairness.json || status=1; \
+	$(BIN)/python -m bench.failover $(5) --json $(1)/failover.json || status=1; \
 	$(BIN)/python -m bench.report $(1) $(4) && exit $$status
 endef
 

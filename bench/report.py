@@ -15,7 +15,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import client_overhead, dispatch, fairness, inflight, inflight_report, submit
+from bench import (
+    client_overhead,
+    dispatch,
+    failover,
+    fairness,
+    inflight,
+    inflight_report,
+    submit,
+)
 from bench.inflight_report import (
     MAX_CALLS_PER_JOB,
     MAX_LAG_P99_S,
@@ -28,6 +36,7 @@ from bench.report_config import (
     BENCHES,
     CLIENT_OVERHEAD,
     DISPATCH,
+    FAILOVER,
     FAIRNESS,
     INFLIGHT,
     NOT_FLAGS,
@@ -247,12 +256,45 @@ def _wait(result: Doc) -> str:
     return f"p50 {wait['p50']:.2f} s, p99 {wait['p99']:.2f} s ({result['b_done']} of 20 sent)"
 
 
+def failover_rows(doc: Doc | None) -> list[list[str]]:
+    what = (
+        "a route of two endpoints under steady submissions, one loses its GPUs: time until the "
+        "other accepts the first job the lost one held; end-to-end time of the jobs that moved"
+    )
+    target = (
+        f"failover <= {failover.TARGET_FAILOVER_S:g} s (two health-check intervals); "
+        "every job completed, 0 duplicates"
+    )
+    cells, met = [what, NOT_RUN, NOT_RUN, target], None
+    if doc:
+        result = doc["result"]
+        seconds = "never" if result["failover_s"] is None else f"{result['failover_s']:.1f} s"
+        cells[1] = (
+            f"failover {seconds}; {result['moved']} of {result['jobs']} jobs moved: "
+            f"{_e2e(result['moved_e2e_s'])}; lost {result['lost']}, "
+            f"duplicates {result['duplicates']}"
+        )
+        cells[2] = f"jobs that did not move: {_e2e(result['baseline_e2e_s'])}"
+        moved, baseline = result["moved_e2e_s"], result["baseline_e2e_s"]
+        if moved and baseline:
+            cells[3] = f"moved p50 +{moved['p50'] - baseline['p50']:.1f} s; " + target
+        met = all(doc["targets"].values())
+    return [_row("Failover", FAILOVER, doc, cells, met)]
+
+
+def _e2e(percentile: Doc) -> str:
+    if not percentile:
+        return "none"
+    return f"end-to-end p50 {percentile['p50']:.1f} s, p99 {percentile['p99']:.1f} s"
+
+
 SECTIONS = (
     (CLIENT_OVERHEAD, "RunPod client overhead", client_overhead_rows, client_overhead_detail),
     (SUBMIT, "Submission throughput", submit_rows, submit_detail),
     (INFLIGHT, "In-flight jobs", inflight_rows, inflight_detail),
     (DISPATCH, "Dispatch rate", dispatch_rows, None),
     (FAIRNESS, "Fairness", fairness_rows, None),
+    (FAILOVER, "Failover", failover_rows, None),
 )
 
 

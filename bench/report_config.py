@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench import client_overhead, dispatch, fairness, inflight, submit
+from bench import client_overhead, dispatch, failover, fairness, inflight, submit
 
 PYTHON = ".venv/bin/python"
 NOT_FLAGS = {"json", "keep"}  # where the output goes, not what is measured
@@ -57,7 +57,8 @@ SUBMIT = Bench("submit", submit.parse_args, ("duration", "rounds"))
 INFLIGHT = Bench("inflight", inflight.parse_args, ("jobs", "duration"))
 DISPATCH = Bench("dispatch", dispatch.parse_args, ("jobs",))
 FAIRNESS = Bench("fairness", fairness.parse_args, ("a_jobs",))
-BENCHES = (CLIENT_OVERHEAD, SUBMIT, INFLIGHT, DISPATCH, FAIRNESS)
+FAILOVER = Bench("failover", failover.parse_args, ("duration",))
+BENCHES = (CLIENT_OVERHEAD, SUBMIT, INFLIGHT, DISPATCH, FAIRNESS, FAILOVER)
 
 
 def _flag(key: str) -> str:

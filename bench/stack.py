@@ -103,6 +103,17 @@ def simulator(
             yield SimulatorProcess(process, url, client)
 
 
+def write_routes(path: Path, runpod_base: str, endpoint_ids: tuple[str, ...]) -> Path:
+    """A routes file (ROUTES_FILE) of one route, `default`, on these endpoints of the RunPod
+    (or simulator) base URL that ends in /v2, weighted equally so that each gets work."""
+    endpoints = "".join(
+        f'\n[[routes.default.endpoints]]\nurl = "{runpod_base}/{endpoint_id}"\n'
+        for endpoint_id in endpoint_ids
+    )
+    path.write_text(f"[routes.default]\ndefault = true\n{endpoints}")
+    return path
+
+
 @contextmanager
 def running(argv: list[str], env: dict[str, str], log: Path) -> Iterator[Process]:
     process = start_process(argv, env=env, log_path=log)

@@ -23,6 +23,7 @@ TINY = {
     "inflight": ("--jobs 20 --duration 1 --mode both --no-baseline" + LIGHT_STACK).split(),
     "dispatch": "--jobs 20".split(),
     "fairness": "--a-jobs 60".split(),
+    "failover": "--duration 10 --rate 4".split(),
 }
 # The first test waits for the module fixture, which runs every benchmark above in turn.
 pytestmark = pytest.mark.timeout(len(TINY) * 240)
@@ -79,6 +80,19 @@ def test_dispatch_and_fairness_benchmarks_small_scale(runs: Runs) -> None:
     assert fair["b_done"] == fifo["b_done"] == 20
 
 
+def test_failover_benchmark_small_scale(runs: Runs) -> None:
+    document = runs.document("failover")
+    result = document["result"]
+    assert result["jobs"] == result["completed"] == 40
+    assert (result["lost"], result["duplicates"]) == (0, 0)
+    assert result["moved"] > 0, "no job waited at the throttled endpoint"
+    assert result["failover_s"] is not None
+    assert 0 < result["first_move_s"] <= result["failover_s"]
+    assert result["moved_e2e_s"]["p50"] > 0
+    assert result["baseline_e2e_s"]["p50"] > 0
+    assert document["targets"]["every job completed, 0 lost, 0 duplicates"]
+
+
 def test_client_overhead_benchmark_small_scale(runs: Runs) -> None:
     document = runs.document("client_overhead")
     assert "client/bare throughput ratio:" in runs.processes["client_overhead"].stdout
@@ -123,6 +137,7 @@ def test_report_has_a_row_per_benchmark_with_its_command(runs: Runs, tmp_path: P
     text, _ = render(runs.folder, tmp_path / "BENCHMARKS.md")
     rows = summary_rows(text)
     names = {"RunPod client overhead", "Submission throughput", "Dispatch rate", "Fairness"}
+    names |= {"Failover"}
     names |= {"In-flight jobs, webhook", "In-flight jobs, polling"}
     assert rows.keys() == names
     benches = {
@@ -132,6 +147,7 @@ def test_report_has_a_row_per_benchmark_with_its_command(runs: Runs, tmp_path: P
         "In-flight jobs, polling": ("inflight", {"mode": "polling"}),
         "Dispatch rate": ("dispatch", {}),
         "Fairness": ("fairness", {}),
+        "Failover": ("failover", {}),
     }
     for name, (bench, overrides) in benches.items():
         row = rows[name]
@@ -169,7 +185,7 @@ def test_report_shows_what_did_not_run(runs: Runs, tmp_path: Path) -> None:
     (tmp_path / "inflight.json").write_text(json.dumps(document))
     text, stdout = render(tmp_path, tmp_path / "out" / "BENCHMARKS.md")
     rows = summary_rows(text)
-    assert len(rows) == 6
+    assert len(rows) == 7
     for name in ("RunPod client overhead", "In-flight jobs, polling"):
         assert rows[name][2] == rows[name][5] == "not run"
     assert rows["RunPod client overhead"][3] == "not run"
@@ -177,4 +193,4 @@ def test_report_shows_what_did_not_run(runs: Runs, tmp_path: Path) -> None:
         assert "not run" not in rows[name][2]
         assert rows[name][5] != "not run"
     assert "not run: no `" in text  # the client overhead section says which file is missing
-    assert stdout.strip().endswith("(not run: client_overhead, dispatch, fairness)")
+    assert stdout.strip().endswith("(not run: client_overhead, dispatch, fairness, failover)")

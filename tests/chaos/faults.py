@@ -14,6 +14,9 @@ from tests.stack.postgres_server import PostgresServer
 
 OUTAGE_S = 3.0
 OBJECT_STORE_OUTAGE_S = 20.0
+ENDPOINT_OUTAGE_S = 20.0
+# The route of the endpoint-outage scenario: the first endpoint loses its GPUs.
+OUTAGE_ENDPOINTS = ("ep-a", "ep-b")
 # The storm and the webhook loss last at least this long, and until every job is submitted.
 SIMULATOR_FAULT_S = 20.0
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
@@ -85,6 +88,22 @@ def object_store_outage(context: Context) -> None:
         context.object_store.thaw()
     stack.mark(f"{waiting} images waited for the object store")
     assert waiting > 0, "the outage met no image: it proves nothing"
+
+
+def endpoint_outage(context: Context) -> None:
+    """One of the route's two endpoints (ep-a, ep-b, equal weights) loses its GPUs for 20 s
+    (throttled: its jobs wait IN_QUEUE); the jobs RunPod holds in its queue move to the other
+    once RunPod confirmed their cancel."""
+    stack = context.cluster.stack
+    down = OUTAGE_ENDPOINTS[0]
+    stack.simulator.set_endpoint(down, throttled=True)
+    try:
+        time.sleep(ENDPOINT_OUTAGE_S)
+    finally:
+        stack.simulator.set_endpoint(down, throttled=None)
+    moved = sum(any(kind == "moved" for kind, *_ in job.events) for job in stack.jobs())
+    stack.mark(f"{moved} jobs moved off {down}")
+    assert moved > 0, f"no job was queued at {down} during its outage: it proves nothing"
 
 
 def _simulator_fault(context: Context, fault: dict[str, Any], calm: dict[str, Any]) -> None:

@@ -6,6 +6,9 @@
   the answer), a second submission RunPod accepted with a confirmed answer, more than one
   RunPod job still live, more than one result in the ledger, or two ledger jobs for one
   request;
+- moved, not duplicated: a job RunPod held in the queue of an endpoint out of rotation, whose
+  cancel there RunPod confirmed (`CANCELLED`), then run at another endpoint. A moved
+  submission whose RunPod job did not end `CANCELLED` is a duplicate;
 - stuck: not terminal (or an image download still due) when the recovery window closed.
 
 RunPod jobs that a lost answer explains are counted apart ("orphans"): the ledger cannot know
@@ -25,6 +28,7 @@ from typing import Any
 from sqlalchemy import select
 
 from app.jobs.models import Job
+from app.jobs.service import MOVED
 from app.services.generation_defaults import GenerationParams, build_runpod_input
 from app.simulator.counters import fingerprint
 from tests.chaos.cluster import Cluster
@@ -54,6 +58,7 @@ class Outcome:
     runpod_jobs: int
     details: list[str] = field(default_factory=list)
     notes: str = ""  # what the scenario measured besides the counts
+    moves: int = 0  # jobs moved off an endpoint after RunPod confirmed their cancel there
 
     def summary(self) -> str:
         recovery = "never" if self.recovery_s is None else f"{self.recovery_s:.1f} s"
@@ -61,7 +66,7 @@ class Outcome:
             f"{self.scenario} ({self.mode}): submitted {self.submitted}/{self.jobs}, "
             f"lost {self.lost}, duplicated {self.duplicated}, stuck {self.stuck}, "
             f"recovered in {recovery}; statuses {self.statuses}; orphans {self.orphans}; "
-            f"API retries {self.api_retries}; RunPod jobs {self.runpod_jobs}"
+            f"API retries {self.api_retries}; RunPod jobs {self.runpod_jobs}; moves {self.moves}"
             + (f"; {self.notes}" if self.notes else "")
         )
 
@@ -127,9 +132,20 @@ def assess(
     duplicated = len(set(ledger) - accepted)  # a request that made a second ledger job
     details += [f"ledger job no client was given: {job_id}" for job_id in set(ledger) - accepted]
     orphans: Counter[str] = Counter()
+    by_endpoint: dict[str, dict[str, list[str]]] = {}  # the statuses at each endpoint moved off
+    moves = 0
     for job in ledger.values():
         runpod = statuses.get(inputs[job.id], [])
-        extra = created.get(inputs[job.id], 0) - 1
+        moved = Counter(s.endpoint or "" for s in job.submissions if s.outcome == MOVED)
+        moves += moved.total()
+        for endpoint in moved.keys() - by_endpoint.keys():
+            by_endpoint[endpoint] = stack.simulator.statuses_by_input(endpoint)
+        ran = [
+            endpoint
+            for endpoint, count in moved.items()
+            if by_endpoint[endpoint].get(inputs[job.id], []).count("CANCELLED") < count
+        ]
+        extra = created.get(inputs[job.id], 0) - 1 - moved.total()
         confirmed = sum(s.outcome == "accepted" for s in job.submissions)
         unconfirmed = sum(s.outcome in _UNCONFIRMED for s in job.submissions)
         live = sum(status in _LIVE for status in runpod)
@@ -141,6 +157,7 @@ def assess(
             f"{confirmed} accepted submissions" if confirmed > 1 else "",
             f"{live} live RunPod jobs" if live > 1 else "",
             f"{results} results in the ledger" if results > 1 else "",
+            f"moved off {', '.join(ran)} without RunPod's CANCELLED there" if ran else "",
         ]
         if any(reasons):
             duplicated += 1
@@ -148,7 +165,7 @@ def assess(
         elif extra > 0:
             orphans["orphans"] += extra
             orphans["ran_to_end"] += max(0, runpod.count("COMPLETED") - 1)
-            orphans["cancelled"] += runpod.count("CANCELLED")
+            orphans["cancelled"] += runpod.count("CANCELLED") - moved.total()
     refused = len(cluster.submissions.refused)
     details += [f"refused {key}: {error}" for key, error in cluster.submissions.refused.items()]
     return Outcome(
@@ -167,6 +184,7 @@ def assess(
         api_retries=cluster.submissions.retries,
         runpod_jobs=counters["jobs_created"],
         details=details[:60],
+        moves=moves,
     )
 
 
@@ -197,3 +215,14 @@ def trickle_waits(cluster: Cluster) -> str:
         f"the trickling keys' {len(waits)} jobs waited {statistics.median(waits):.1f} s "
         f"(p50), {p99:.1f} s (p99) from acceptance to RunPod's"
     )
+
+
+def completed_by_endpoint(cluster: Cluster) -> str:
+    """Which endpoints completed the jobs, for a scenario on a route of several."""
+    with cluster.stack.db.session() as session:
+        rows = session.execute(
+            select(Job.endpoint).where(Job.id.in_(cluster.job_ids()), Job.status == "completed")
+        ).scalars()
+        counts = Counter(endpoint or "none" for endpoint in rows)
+    done = ", ".join(f"{count} at {endpoint}" for endpoint, count in sorted(counts.items()))
+    return f"jobs completed: {done or 'none'}"

@@ -45,7 +45,8 @@ def _row(result: dict[str, Any]) -> str:
         str(result["duplicated"]),
         str(result["stuck"]),
         _recovery(result["recovery_s"]),
-        _counts(result["statuses"]),
+        _counts(result["statuses"])
+        + (f"; moved between endpoints {result['moves']}" if result.get("moves") else ""),
         _counts(result["orphans"]),
         f"`PODRELAY_CHAOS_JOBS={result['jobs']} .venv/bin/pytest '{NODE}[{name}]'`",
     ]
@@ -114,7 +115,10 @@ def render(
         "- **lost**: accepted (202) but not in the ledger, or never terminal;",
         "- **duplicated**: one request run twice: a second RunPod job no lost `/run` answer "
         "explains, two confirmed submissions, two live RunPod jobs, two results in the ledger, "
-        "or two ledger jobs for one request;",
+        "or two ledger jobs for one request. A job RunPod held in the queue of an endpoint "
+        "out of rotation, cancelled there (RunPod confirmed `CANCELLED`) and run at another "
+        "endpoint is moved, not duplicated (final statuses count the moves); moved without "
+        "that confirmation counts as duplicated;",
         "- **stuck**: not terminal (or an image still to download) when the recovery window "
         "closed;",
         "- **time to recover**: from the fault's end until every job was terminal;",

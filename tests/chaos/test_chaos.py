@@ -16,12 +16,14 @@ from typing import Any
 import pytest
 
 from app.simulator.config import SimulatorConfig
+from bench.stack import write_routes
 from tests.chaos import faults
 from tests.chaos.cluster import CLUSTER_SETTINGS, Cluster
 from tests.chaos.faults import Context
 from tests.chaos.outcome import (
     Outcome,
     assess,
+    completed_by_endpoint,
     record,
     trickle_waits,
     wait_recovered,
@@ -57,6 +59,8 @@ class Scenario:
     object_store: bool = False
     # Several API keys: one floods, three trickle; the trickling keys' waits are reported.
     tenants: bool = False
+    # A route of these simulator endpoints (ROUTES_FILE) instead of the one RUNPOD_URL names.
+    endpoints: tuple[str, ...] = ()
 
 
 # Without RunPod faults a live worker's POST /run takes milliseconds, so a killed worker's
@@ -92,6 +96,7 @@ SCENARIOS = [
         tenants=True,
         settings=_QUICK_SUBMIT_LEASE,
     ),
+    Scenario("endpoint-outage", faults.endpoint_outage, endpoints=faults.OUTAGE_ENDPOINTS),
 ]
 
 
@@ -135,6 +140,11 @@ def build_cluster(
         extra["postgres_admin_url"] = postgres.admin_url
     if object_store is not None:
         extra |= object_store.settings(object_store.new_bucket())
+    for endpoint_id in scenario.endpoints:  # RUNPOD's workers, shared out
+        simulator.set_endpoint(endpoint_id, workers=RUNPOD.workers // len(scenario.endpoints))
+    if scenario.endpoints:
+        routes = stacks.folder / f"routes-{scenario.name}.toml"
+        extra["routes_file"] = write_routes(routes, simulator.base_url, scenario.endpoints)
     stack = stacks.build(
         ledger="postgresql",
         broker="redis",
@@ -224,4 +234,6 @@ def run_scenario(
     )
     if scenario.tenants:
         outcome.notes = trickle_waits(cluster)
+    if scenario.endpoints:
+        outcome.notes = completed_by_endpoint(cluster)
     return outcome

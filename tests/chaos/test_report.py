@@ -95,3 +95,17 @@ def test_merge_keeps_the_other_scenarios_rows_and_says_what_it_added(tmp_path: P
     text = target.read_text()
     assert "Verdict: FAILED." in text
     assert len([line for line in text.splitlines() if "| **redis-restart**" in line]) == 1
+
+
+def test_moves_show_in_the_final_statuses_and_keep_the_row_clean() -> None:
+    moved = asdict(outcome("endpoint-outage", statuses={"completed": 500}, orphans={}, moves=37))
+    earlier = asdict(outcome("redis-restart"))
+    del earlier["moves"]  # a results file written before moves were counted
+    text = render(
+        {"endpoint-outage": moved, "redis-restart": earlier}, fuzz_examples=None, when=WHEN
+    )
+    rows = {line.split("**")[1]: line for line in text.splitlines() if line.startswith("| **")}
+    assert "| completed 500; moved between endpoints 37 | none |" in rows["endpoint-outage"]
+    assert "moved between endpoints" not in rows["redis-restart"]
+    assert "Verdict: every scenario 0 lost, 0 duplicated, 0 stuck." in text
+    assert "is moved, not duplicated" in text

@@ -178,6 +178,12 @@ async def test_jobs_queued_at_a_throttled_endpoint_move_once_their_cancel_is_con
     # A recovers: once its cooldown is over, /health no longer trips it, a probe job is sent
     # there, and its acceptance puts A back in rotation.
     simulator.set_endpoint("ep-a", throttled=None)
+    # Its cooldown doubled each time /health found it still throttled: wait it out, or B alone
+    # could run the later jobs before A is probed.
+    dispatcher = Dispatcher(engine)
+    while _state(engine, "ep-a").circuit != Circuit.HALF_OPEN:
+        await dispatcher.check_due_endpoints()
+        await asyncio.sleep(0.05)
     later = [make_job(engine, f"heron {n}", route="sdxl") for n in range(6)]
     await track_until_terminal(engine, *later)
     assert _state(engine, "ep-a").circuit == Circuit.CLOSED

@@ -37,6 +37,7 @@ class SubmissionView:
     token: str
     outcome: str
     runpod_job_id: str | None
+    endpoint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def _view(job: Job, events: list[JobEvent]) -> JobView:
         attempts=job.attempts,
         images=tuple(ImageView(i.state, i.storage_key, i.source_url) for i in job.images),
         submissions=tuple(
-            SubmissionView(s.token, s.outcome, s.runpod_job_id) for s in job.submissions
+            SubmissionView(s.token, s.outcome, s.runpod_job_id, s.endpoint) for s in job.submissions
         ),
         events=tuple((e.kind, e.status, e.message, e.data) for e in events),
     )
