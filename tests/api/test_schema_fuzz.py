@@ -189,6 +189,8 @@ def fuzz(operation: Operation, mode: GenerationMode, pinned: Pinned, send: Send)
     return None
 
 
+# Every operation's examples run in this one test: its time grows with PODRELAY_FUZZ_EXAMPLES.
+@pytest.mark.timeout(max(120, EXAMPLES * 3))
 async def test_every_operation_conforms_and_never_fails(fuzz_api: RunningApi) -> None:
     api = fuzz_api
     ids = await seed(api)
