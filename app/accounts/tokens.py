@@ -28,15 +28,20 @@ from app.scheduler.fair import Priority
 LIMITS_CLAIM = "podrelay"
 
 
+# The largest rate or concurrency limit (higher is no limit in practice); it also keeps each
+# value inside the ledger's 32-bit integer columns.
+MAX_LIMIT = 1_000_000
+
+
 class Limits(BaseModel):
     """A user's limits, from a JWT's `podrelay` claim or a session token request."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_priority: Priority | None = None
-    requests_per_minute: int | None = Field(default=None, ge=1)
-    creates_per_minute: int | None = Field(default=None, ge=1)
-    max_concurrent_jobs: int | None = Field(default=None, ge=0)
+    requests_per_minute: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
+    creates_per_minute: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
+    max_concurrent_jobs: int | None = Field(default=None, ge=0, le=MAX_LIMIT)
     daily_budget_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     monthly_budget_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 

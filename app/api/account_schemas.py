@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 from app.accounts.scopes import Scope
 from app.accounts.sessions import DEFAULT_TTL_S, MAX_TTL_S
-from app.accounts.tokens import Limits
+from app.accounts.tokens import MAX_LIMIT, Limits
 from app.api import examples
 from app.jobs.options import NO_NUL
 from app.scheduler.fair import Priority
@@ -72,8 +72,8 @@ class KeyRequest(BaseModel):
     )
     max_priority: Priority | None = None
     weight: float | None = Field(default=None, ge=0.01, le=100)
-    requests_per_minute: int | None = Field(default=None, ge=1)
-    creates_per_minute: int | None = Field(default=None, ge=1)
+    requests_per_minute: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
+    creates_per_minute: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
     daily_budget_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     monthly_budget_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     webhook_url: HttpUrl | None = Field(

@@ -221,3 +221,18 @@ async def test_an_expired_key_and_its_tokens_are_refused(api: RunningApi) -> Non
         session.get_one(ApiKey, key_id).expires_at = utcnow() - timedelta(seconds=1)
     assert_problem(await api.client.get(f"{API}/jobs", headers=server), 401, "api_key_expired")
     assert_problem(await api.client.get(f"{API}/jobs", headers=token), 401, "invalid_token")
+
+
+@pytest.mark.parametrize("limit", ["requests_per_minute", "creates_per_minute"])
+async def test_a_limit_past_the_ledgers_integers_is_refused(api: RunningApi, limit: str) -> None:
+    # Found by the schema fuzz: 2**31 reached a 32-bit column and came back as a 500.
+    _, admin = key(api, "admin", is_admin=True)
+    _, server = key(api, "server")
+    keys_before = key_count(api)
+    response = await api.client.post(KEYS, json={"name": "big", limit: 2**31}, headers=admin)
+    assert_problem(response, 422, "validation_error")
+    assert key_count(api) == keys_before
+    token = await api.client.post(
+        TOKENS, json={"user": "u1", "limits": {limit: 2**31}}, headers=server
+    )
+    assert_problem(token, 422, "validation_error")
