@@ -21,11 +21,9 @@ so. B alone has room for every job.
 import argparse
 import asyncio
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,24 +31,18 @@ from pathlib import Path
 import httpx
 from sqlalchemy import select
 
-from app.accounts.service import create_key
-from app.celery_app import create_celery
 from app.core.config import Settings
 from app.core.db import Database, database_now
-from app.core.migrate import upgrade_database
-from app.devstack import wait_http, worker_argv
 from app.jobs.models import Job, JobEvent
 from app.jobs.status import JobStatus
+from bench.gateway import gateway, gateway_settings
 from bench.inflight_report import percentiles
 from bench.stack import (
     SimulatorProcess,
-    child_env,
     database,
     free_port,
     redis_db,
-    running,
     simulator,
-    wait_ready,
     write_routes,
 )
 
@@ -83,55 +75,36 @@ def run(rate: float, duration: float, folder: Path) -> Result:
         database("postgres", folder) as database_url,
         redis_db(REDIS_DB) as redis_url,
         simulator(folder, jobs=WORKERS, duration_s=JOB_S) as sim,
-        ExitStack() as stack,
     ):
         for endpoint in ENDPOINTS:
             _set_endpoint(sim, endpoint, workers=WORKERS)
         port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        values = {
-            "environment": "testing",
-            "runpod_url": f"{sim.url}/v2/{ENDPOINTS[0]}/run",
-            "runpod_api_key": "bench-key",
-            "routes_file": str(write_routes(folder / "routes.toml", f"{sim.url}/v2", ENDPOINTS)),
-            "database_url": database_url,
-            "redis_url": redis_url,
-            "public_base_url": base,
-            "data_dir": str(folder / "data"),
-            "media_dir": str(folder / "media"),
-            "log_file": str(folder / "podrelay.log"),
-            "requests_per_minute": "1000000",
-            "creates_per_minute": "1000000",
-            "max_concurrent_jobs": "0",
-        }
-        ledger = Database(database_url)
-        upgrade_database(ledger)
-        stack.callback(ledger.dispose)
-        with ledger.session() as session:
-            key = create_key(session, name="failover")[1]
-        env = child_env(**values)
-        api = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
-        stack.enter_context(running([*api, "--port", str(port)], env, folder / "api.log"))
-        wait_http(f"{base}/healthz")
-        celery = create_celery(Settings.model_validate(values))
-        stack.callback(celery.close)
-        node = "failover@bench"
-        worker = stack.enter_context(
-            running([*worker_argv(), "-n", node], env, folder / "worker.log")
-        )
-        wait_ready(celery, node, process=worker)
-        jobs = int(rate * duration)
-        print(f"[failover] {jobs} jobs at {rate:g}/s; {ENDPOINTS[0]} throttled at 1/3", flush=True)
+        routes = write_routes(folder / "routes.toml", f"{sim.url}/v2", ENDPOINTS)
+        values = gateway_settings(
+            folder,
+            database_url=database_url,
+            redis_url=redis_url,
+            runpod_url=f"{sim.url}/v2/{ENDPOINTS[0]}/run",
+        ) | {"routes_file": str(routes), "public_base_url": f"http://127.0.0.1:{port}"}
+        served = gateway(folder, values, port=port, node="failover@bench", key_names=("failover",))
+        with served as podrelay:
+            ledger = podrelay.ledger
+            jobs = int(rate * duration)
+            print(
+                f"[failover] {jobs} jobs at {rate:g}/s; {ENDPOINTS[0]} throttled at 1/3", flush=True
+            )
 
-        def outage() -> datetime:
-            _set_endpoint(sim, ENDPOINTS[0], throttled=True)
-            with ledger.session() as session:
-                return database_now(session)
+            def outage() -> datetime:
+                _set_endpoint(sim, ENDPOINTS[0], throttled=True)
+                with ledger.session() as session:
+                    return database_now(session)
 
-        job_ids, outage_at = asyncio.run(_submit(base, key, jobs, rate, outage))
-        _wait_settled(ledger, job_ids, bound_s=120 + duration)
-        by_input = sim.get("/_sim/jobs/by-input")
-        return _measure(ledger, job_ids, outage_at, by_input)
+            job_ids, outage_at = asyncio.run(
+                _submit(podrelay.base, podrelay.keys[0], jobs, rate, outage)
+            )
+            _wait_settled(ledger, job_ids, bound_s=120 + duration)
+            by_input = sim.get("/_sim/jobs/by-input")
+            return _measure(ledger, job_ids, outage_at, by_input)
 
 
 def _set_endpoint(sim: SimulatorProcess, endpoint: str, **knobs: object) -> None:

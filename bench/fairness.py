@@ -15,25 +15,19 @@ scheduler, as the baseline. The target: B's p99 <= 2 s while A's backlog drains.
 import argparse
 import asyncio
 import json
-import sys
 import tempfile
 import time
-from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
 from sqlalchemy import select
 
-from app.accounts.service import create_key
-from app.celery_app import create_celery
-from app.core.config import Settings
 from app.core.db import Database
-from app.core.migrate import upgrade_database
-from app.devstack import wait_http, worker_argv
 from app.jobs.models import Job
+from bench.gateway import gateway, gateway_settings
 from bench.inflight_report import percentiles
-from bench.stack import child_env, database, free_port, redis_db, running, simulator, wait_ready
+from bench.stack import database, free_port, redis_db, simulator
 
 REDIS_DB = 12
 TARGET_P99_S = 2.0
@@ -60,54 +54,30 @@ def run_order(order: str, a_jobs: int, folder: Path, bound_s: float) -> OrderRes
         database("postgres", folder) as database_url,
         redis_db(REDIS_DB) as redis_url,
         simulator(folder, jobs=200, duration_s=2.0) as sim,
-        ExitStack() as stack,
     ):
-        port = free_port()
-        values = {
-            "environment": "testing",
-            "runpod_url": f"{sim.url}/v2/bench-fairness/run",
-            "runpod_api_key": "bench-key",
-            "database_url": database_url,
-            "redis_url": redis_url,
-            "data_dir": str(folder / "data"),
-            "media_dir": str(folder / "media"),
-            "log_file": str(folder / "podrelay.log"),
-            "queue_order": order,
-            "max_in_flight": "80",
-            "requests_per_minute": "1000000",
-            "creates_per_minute": "1000000",
-            "max_concurrent_jobs": "0",
-            "runpod_job_timeout": "3600",
-        }
-        ledger = Database(database_url)
-        upgrade_database(ledger)
-        stack.callback(ledger.dispose)
-        with ledger.session() as session:
-            keys = [create_key(session, name=name)[1] for name in ("a", "b")]
-        env = child_env(**values)
-        api = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
-        stack.enter_context(running([*api, "--port", str(port)], env, folder / "api.log"))
-        base = f"http://127.0.0.1:{port}"
-        wait_http(f"{base}/healthz")
-        celery = create_celery(Settings.model_validate(values))
-        stack.callback(celery.close)
-        node = "fairness@bench"
-        worker = stack.enter_context(
-            running([*worker_argv(), "-n", node], env, folder / "worker.log")
+        values = gateway_settings(
+            folder,
+            database_url=database_url,
+            redis_url=redis_url,
+            runpod_url=f"{sim.url}/v2/bench-fairness/run",
+        ) | {"queue_order": order, "max_in_flight": "80", "runpod_job_timeout": "3600"}
+        served = gateway(
+            folder, values, port=free_port(), node="fairness@bench", key_names=("a", "b")
         )
-        wait_ready(celery, node, process=worker)
-        print(
-            f"[fairness] {order}: A submits {a_jobs}, B {B_JOBS} after {B_AFTER_S:g} s", flush=True
-        )
-        a_took, b_ids = asyncio.run(_submit(base, keys, a_jobs))
-        waits = _wait_for(ledger, b_ids, bound_s)
-        return OrderResult(
-            order=order,
-            a_jobs=a_jobs,
-            a_accepted_s=round(a_took, 1),
-            b_wait_s=percentiles(waits),
-            b_done=len(waits),
-        )
+        with served as podrelay:
+            print(
+                f"[fairness] {order}: A submits {a_jobs}, B {B_JOBS} after {B_AFTER_S:g} s",
+                flush=True,
+            )
+            a_took, b_ids = asyncio.run(_submit(podrelay.base, podrelay.keys, a_jobs))
+            waits = _wait_for(podrelay.ledger, b_ids, bound_s)
+    return OrderResult(
+        order=order,
+        a_jobs=a_jobs,
+        a_accepted_s=round(a_took, 1),
+        b_wait_s=percentiles(waits),
+        b_done=len(waits),
+    )
 
 
 async def _submit(base: str, keys: list[str], a_jobs: int) -> tuple[float, list[str]]:

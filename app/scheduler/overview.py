@@ -75,21 +75,17 @@ def route_overviews(session: Session, settings: Settings) -> list[RouteOverview]
     """Every route of the catalogue, the default first, with its endpoints' health."""
     catalogue = settings.catalogue
     states = {state.endpoint: state for state in endpoint_states(session)}
-    pending = {
-        route: int(count)
-        for route, count in session.execute(
-            select(Job.route, func.count())
-            .where(Job.status == JobStatus.PENDING.value)
-            .group_by(Job.route)
-        ).tuples()
-    }
-    held: dict[str, dict[str, int]] = defaultdict(dict)
-    for endpoint_id, status, count in session.execute(
-        select(Job.endpoint, Job.status, func.count())
-        .where(Job.status.in_(IN_FLIGHT), Job.endpoint.is_not(None))
-        .group_by(Job.endpoint, Job.status)
+    pending: dict[str, int] = defaultdict(int)
+    held: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for route, endpoint_id, status, count in session.execute(
+        select(Job.route, Job.endpoint, Job.status, func.count())
+        .where(Job.status.in_((JobStatus.PENDING.value, *IN_FLIGHT)))
+        .group_by(Job.route, Job.endpoint, Job.status)
     ).tuples():
-        held[str(endpoint_id)][str(status)] = int(count)
+        if status == JobStatus.PENDING.value:
+            pending[str(route)] += int(count)
+        elif endpoint_id is not None:
+            held[str(endpoint_id)][str(status)] += int(count)
     names = sorted(catalogue.routes, key=lambda name: name != catalogue.default)
     return [
         _route(

@@ -4,8 +4,10 @@ and the API under uvicorn, with RunPod's webhooks coming back to it."""
 
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -52,16 +54,26 @@ class Playground:
 def playground(
     simulator_server: SimulatorServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Playground]:
-    with stack_factory(tmp_path_factory.mktemp("playground")) as factory:
+    with running_playground(tmp_path_factory.mktemp("playground"), simulator_server) as served:
+        yield served
+
+
+@contextmanager
+def running_playground(
+    folder: Path, simulator: SimulatorServer, *, concurrency: int = 4, **settings: Any
+) -> Iterator[Playground]:
+    """A stack (SQLite, embedded broker, webhooks) whose API serves the page, and its key."""
+    with stack_factory(folder) as factory:
         stack = factory.build(
             ledger="sqlite",
             broker="embedded",
-            simulator=simulator_server,
+            simulator=simulator,
             webhooks=True,
             allow_anonymous=True,
+            **settings,
         )
         url = stack.start_api()
-        stack.start_worker(concurrency=4)
+        stack.start_worker(concurrency=concurrency)
         with stack.db.session() as session:
             _, api_key = create_key(session, name="playground")
         yield Playground(url=url, api_key=api_key)
@@ -327,20 +339,8 @@ bounds = {{ max_steps = 50, max_images = 1 }}
 url = "{simulator_server.base_url}/pg-flux"
 """
     )
-    with stack_factory(folder) as factory:
-        stack = factory.build(
-            ledger="sqlite",
-            broker="embedded",
-            simulator=simulator_server,
-            webhooks=True,
-            allow_anonymous=True,
-            routes_file=routes,
-        )
-        url = stack.start_api()
-        stack.start_worker(concurrency=2)
-        with stack.db.session() as session:
-            _, api_key = create_key(session, name="routed")
-        yield Playground(url=url, api_key=api_key)
+    with running_playground(folder, simulator_server, concurrency=2, routes_file=routes) as served:
+        yield served
 
 
 def test_a_picked_model_runs_the_job_on_its_route(
