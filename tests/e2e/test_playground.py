@@ -17,6 +17,7 @@ from playwright.sync_api import (
     Locator,
     Page,
     Request,
+    Route,
     expect,
     sync_playwright,
 )
@@ -378,6 +379,32 @@ def test_one_model_needs_no_picker(playground: Playground, page: Page, watch: Pa
     page.goto(playground.url)
     expect(page.locator("#model option")).to_have_count(1)
     expect(page.locator("#model-field")).to_be_hidden()
+
+
+def test_a_late_model_list_keeps_the_settings_the_user_chose(
+    playground: Playground, page: Page, watch: PageWatch
+) -> None:
+    """The model list fills in a route's defaults only while the user has set nothing: one
+    that arrives after a preset keeps the preset's size and steps."""
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:
+        held.append(route)
+
+    page.route(f"**{API}/models", hold)
+    page.goto(playground.url)
+    page.get_by_role("button", name="Fast draft").click()
+
+    def requested() -> bool:
+        page.wait_for_timeout(100)  # Playwright hands the request to `held` while it waits
+        return bool(held)
+
+    wait_until(requested, timeout=10, what="the page asked for GET /models")
+    for route in held:
+        route.continue_()
+    page.wait_for_function("document.getElementById('model').options.length > 0")
+    expect(page.locator("#steps")).to_have_value("8")
+    expect(page.locator("#width")).to_have_value("512")
 
 
 def test_page_is_served_with_its_assets_and_a_strict_policy(playground: Playground) -> None:

@@ -93,11 +93,14 @@ async function submit(event) {
 
 function applyPreset(name) {
   for (const [field, value] of Object.entries(PRESETS[name])) $(field).value = String(value);
+  settingsTouched = true;
 }
 
 // The models: a picker when there is more than one, each filling in its defaults and limits.
 
 const models = new Map(); // name -> the model as GET /models lists it
+// Once the user has set a size or steps, a late or repeated model list keeps their values.
+let settingsTouched = false;
 const DEFAULT_FIELDS = { width: "width", height: "height", num_inference_steps: "steps",
   num_images: "num-images" };
 const BOUND_FIELDS = { max_width: "width", max_height: "height", max_steps: "steps",
@@ -116,14 +119,16 @@ async function loadModels() {
   const fallback = listed.find((model) => model.default)?.name ?? "";
   picker.value = models.has(chosen) ? chosen : fallback;
   $("model-field").hidden = listed.length < 2;
-  applyModel();
+  applyModel({ defaults: !settingsTouched });
 }
 
-function applyModel() {
+function applyModel({ defaults }) {
   const model = models.get($("model").value);
   if (!model) return;
-  for (const [name, id] of Object.entries(DEFAULT_FIELDS)) {
-    if (model.defaults[name] !== undefined) $(id).value = String(model.defaults[name]);
+  if (defaults) {
+    for (const [name, id] of Object.entries(DEFAULT_FIELDS)) {
+      if (model.defaults[name] !== undefined) $(id).value = String(model.defaults[name]);
+    }
   }
   for (const [name, id] of Object.entries(BOUND_FIELDS)) $(id).max = String(model.bounds[name]);
 }
@@ -279,7 +284,10 @@ function start() {
     refreshList().catch(showError);
     loadModels().catch((error) => console.warn("could not list the models", error));
   });
-  $("model").addEventListener("change", applyModel);
+  $("model").addEventListener("change", () => applyModel({ defaults: true }));
+  for (const id of Object.values(DEFAULT_FIELDS)) {
+    $(id).addEventListener("input", () => { settingsTouched = true; });
+  }
   $("generate-form").addEventListener("submit", submit);
   for (const button of document.querySelectorAll("[data-preset]")) {
     button.addEventListener("click", () => applyPreset(button.dataset.preset));
