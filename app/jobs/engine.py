@@ -89,10 +89,12 @@ class JobEngine:
         the pool."""
         if self._slots is None:
             settings = self.settings
-            allowance = settings.runpod_run_rate_limit + settings.runpod_status_rate_limit
-            rate = allowance / settings.runpod_status_rate_window * len(self.catalogue.endpoints)
             self._slots = LatencySizedSlots(
-                rate=rate, floor=_SLOTS_FLOOR, ceiling=RUNPOD_CONCURRENCY
+                rate=self._per_second(
+                    settings.runpod_run_rate_limit + settings.runpod_status_rate_limit
+                ),
+                floor=_SLOTS_FLOOR,
+                ceiling=RUNPOD_CONCURRENCY,
             )
         return self._slots
 
@@ -101,14 +103,17 @@ class JobEngine:
         """Bounds concurrent image downloads to what results arriving at RunPod's /run
         allowance need at the observed download time."""
         if self._download_slots is None:
-            settings = self.settings
-            rate = settings.runpod_run_rate_limit / settings.runpod_status_rate_window
             self._download_slots = LatencySizedSlots(
-                rate=rate * len(self.catalogue.endpoints),
+                rate=self._per_second(self.settings.runpod_run_rate_limit),
                 floor=_SLOTS_FLOOR,
                 ceiling=DOWNLOAD_CONCURRENCY,
             )
         return self._download_slots
+
+    def _per_second(self, allowance: int) -> float:
+        """An allowance per RunPod window and endpoint, as calls per second to all endpoints."""
+        endpoints = len(self.catalogue.endpoints)
+        return allowance / self.settings.runpod_status_rate_window * endpoints
 
     @property
     def tick_lock(self) -> asyncio.Lock:
