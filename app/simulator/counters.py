@@ -26,6 +26,8 @@ class Counters:
     responses: defaultdict[str, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
     jobs_created: int = 0
     jobs_by_fingerprint: Counter[str] = field(default_factory=Counter)
+    # Kept apart from the jobs because a job's TTL deletes it even after it was cancelled.
+    cancelled_by_fingerprint: Counter[str] = field(default_factory=Counter)
     webhooks: dict[str, int] = field(default_factory=_webhook_counts)
 
     def clear(self) -> None:
@@ -33,6 +35,7 @@ class Counters:
         self.responses.clear()
         self.jobs_created = 0
         self.jobs_by_fingerprint.clear()
+        self.cancelled_by_fingerprint.clear()
         self.webhooks.update(_webhook_counts())
 
     def add(self, other: "Counters") -> None:
@@ -41,12 +44,16 @@ class Counters:
             self.responses[op].update(codes)
         self.jobs_created += other.jobs_created
         self.jobs_by_fingerprint.update(other.jobs_by_fingerprint)
+        self.cancelled_by_fingerprint.update(other.cancelled_by_fingerprint)
         for name, count in other.webhooks.items():
             self.webhooks[name] += count
 
     def record_job(self, job_input: Any) -> None:
         self.jobs_created += 1
         self.jobs_by_fingerprint[fingerprint(job_input)] += 1
+
+    def record_cancel(self, job_input: Any) -> None:
+        self.cancelled_by_fingerprint[fingerprint(job_input)] += 1
 
     def as_dict(self, jobs_by_status: dict[str, int]) -> dict[str, Any]:
         return {
@@ -57,6 +64,7 @@ class Counters:
             },
             "jobs_created": self.jobs_created,
             "jobs_by_fingerprint": dict(self.jobs_by_fingerprint),
+            "cancelled_by_fingerprint": dict(self.cancelled_by_fingerprint),
             "webhooks": dict(self.webhooks),
             "jobs_by_status": jobs_by_status,
         }

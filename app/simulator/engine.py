@@ -131,6 +131,7 @@ class Engine:
     def cancel(self, job: Job) -> None:
         if not job.terminal:
             self._finish(job, JobStatus.CANCELLED)
+            self._counters.of(job.endpoint_id).record_cancel(job.input)
 
     def retry(self, job: Job) -> bool:
         if job.status not in RETRYABLE:

@@ -7,8 +7,9 @@
   RunPod job still live, more than one result in the ledger, or two ledger jobs for one
   request;
 - moved, not duplicated: a job RunPod held in the queue of an endpoint out of rotation, whose
-  cancel there RunPod confirmed (`CANCELLED`), then run at another endpoint. A moved
-  submission whose RunPod job did not end `CANCELLED` is a duplicate;
+  cancel there RunPod confirmed (`CANCELLED`), then run at another endpoint. A move the
+  endpoint counted no cancel for is a duplicate (the simulator's count, since the job itself
+  may be gone: a TTL deletes cancelled jobs too);
 - stuck: not terminal (or an image download still due) when the recovery window closed.
 
 RunPod jobs that a lost answer explains are counted apart ("orphans"): the ledger cannot know
@@ -120,6 +121,7 @@ def assess(
         inputs = {row.id: _fingerprint(row.prompt, row.negative_prompt, row.params) for row in rows}
     counters = stack.simulator.counters()
     created: dict[str, int] = counters["jobs_by_fingerprint"]
+    cancelled: dict[str, int] = counters["cancelled_by_fingerprint"]
     statuses = stack.simulator.statuses_by_input()
     details: list[str] = []
 
@@ -132,18 +134,18 @@ def assess(
     duplicated = len(set(ledger) - accepted)  # a request that made a second ledger job
     details += [f"ledger job no client was given: {job_id}" for job_id in set(ledger) - accepted]
     orphans: Counter[str] = Counter()
-    by_endpoint: dict[str, dict[str, list[str]]] = {}  # the statuses at each endpoint moved off
+    cancelled_at: dict[str, dict[str, int]] = {}  # each endpoint's cancels, by input
     moves = 0
     for job in ledger.values():
         runpod = statuses.get(inputs[job.id], [])
         moved = Counter(s.endpoint or "" for s in job.submissions if s.outcome == MOVED)
         moves += moved.total()
-        for endpoint in moved.keys() - by_endpoint.keys():
-            by_endpoint[endpoint] = stack.simulator.statuses_by_input(endpoint)
+        for endpoint in moved.keys() - cancelled_at.keys():
+            cancelled_at[endpoint] = stack.simulator.counters(endpoint)["cancelled_by_fingerprint"]
         ran = [
             endpoint
             for endpoint, count in moved.items()
-            if by_endpoint[endpoint].get(inputs[job.id], []).count("CANCELLED") < count
+            if cancelled_at[endpoint].get(inputs[job.id], 0) < count
         ]
         extra = created.get(inputs[job.id], 0) - 1 - moved.total()
         confirmed = sum(s.outcome == "accepted" for s in job.submissions)
@@ -165,7 +167,7 @@ def assess(
         elif extra > 0:
             orphans["orphans"] += extra
             orphans["ran_to_end"] += max(0, runpod.count("COMPLETED") - 1)
-            orphans["cancelled"] += runpod.count("CANCELLED") - moved.total()
+            orphans["cancelled"] += cancelled.get(inputs[job.id], 0) - moved.total()
     refused = len(cluster.submissions.refused)
     details += [f"refused {key}: {error}" for key, error in cluster.submissions.refused.items()]
     return Outcome(

@@ -109,3 +109,19 @@ def test_policy_bounds(
     response = client.post("/run", json={"input": {"prompt": "p"}, "policy": policy})
     assert response.status_code == (200 if ok else 400)
     assert sim.counters()["jobs_created"] == (1 if ok else 0)
+
+
+def test_a_cancel_is_counted_after_the_ttl_deleted_the_job(
+    sim: SimulatorServer, client: httpx.Client
+) -> None:
+    """The chaos checker proves a moved job was cancelled at RunPod from this count: the job
+    itself may be gone by then, deleted by its TTL like any other."""
+    sim.set_faults(workers=0)
+    job_input = {"prompt": "cancelled, then expired"}
+    job_id = submit(client, {"input": job_input, "policy": {"ttl": 300}})
+    assert client.post(f"/cancel/{job_id}").json()["status"] == "CANCELLED"
+    wait_for_404(client, job_id)
+    assert sim.statuses_by_input() == {}
+    assert list(sim.counters()["cancelled_by_fingerprint"].values()) == [1]
+    assert client.post(f"/cancel/{submit(client)}").status_code == 200
+    assert sorted(sim.counters()["cancelled_by_fingerprint"].values()) == [1, 1]
