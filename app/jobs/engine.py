@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 import httpx
 
 from app.core.allowance import Allowance
+from app.core.batching import GroupRunner
 from app.core.config import Settings
 from app.core.db import Database
 from app.core.gate import IntervalGate
 from app.core.metrics import observe_runpod_attempt
+from app.core.slots import LatencySizedSlots
 from app.media import open_store
 from app.media.store import MediaStore
 from app.runpod import RunPodClient
@@ -21,10 +23,13 @@ from app.runpod.client import DEFAULT_MAX_CONNECTIONS, IDLE_CONNECTION_S
 from app.scheduler.routes import Catalogue, Endpoint
 from app.services.runpod_client import endpoint_client
 
-# RunPod calls in flight per process: as many as the client keeps connections for.
+# The most RunPod calls in flight per process: as many as the client keeps connections for.
 RUNPOD_CONCURRENCY = DEFAULT_MAX_CONNECTIONS
-# Image downloads in flight per process (`app.jobs.media`), each on a kept-alive connection.
+# The most image downloads in flight per process (`app.jobs.media`), each on a kept-alive
+# connection.
 DOWNLOAD_CONCURRENCY = 16
+# Fewest calls in flight whatever their speed (`app.core.slots`).
+_SLOTS_FLOOR = 4
 
 
 @dataclass
@@ -36,8 +41,11 @@ class JobEngine:
     allowance: Allowance
     _clients: dict[str, RunPodClient] = field(default_factory=dict, init=False)
     _http: httpx.AsyncClient | None = field(default=None, init=False)
-    _slots: asyncio.Semaphore | None = field(default=None, init=False)
+    _slots: LatencySizedSlots | None = field(default=None, init=False)
+    _download_slots: LatencySizedSlots | None = field(default=None, init=False)
     _tick_lock: asyncio.Lock | None = field(default=None, init=False)
+    # Passes of `app.jobs.media.store_images_of`, on the engine's loop.
+    image_passes: GroupRunner[list[str], None] | None = field(default=None, init=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "JobEngine":
@@ -74,12 +82,38 @@ class JobEngine:
         return client
 
     @property
-    def runpod_slots(self) -> asyncio.Semaphore:
-        """Bounds concurrent RunPod calls well below the client's connection pool, so a burst
-        (thousands of polls or cancels) queues here instead of timing out in the pool."""
+    def runpod_slots(self) -> LatencySizedSlots:
+        """Bounds concurrent RunPod calls to what RunPod's allowances (/run and /status, of
+        every endpoint) need at the observed latency, and at most to the client's connection
+        pool, so a burst (thousands of polls or cancels) queues here instead of timing out in
+        the pool."""
         if self._slots is None:
-            self._slots = asyncio.Semaphore(RUNPOD_CONCURRENCY)
+            settings = self.settings
+            self._slots = LatencySizedSlots(
+                rate=self._per_second(
+                    settings.runpod_run_rate_limit + settings.runpod_status_rate_limit
+                ),
+                floor=_SLOTS_FLOOR,
+                ceiling=RUNPOD_CONCURRENCY,
+            )
         return self._slots
+
+    @property
+    def download_slots(self) -> LatencySizedSlots:
+        """Bounds concurrent image downloads to what results arriving at RunPod's /run
+        allowance need at the observed download time."""
+        if self._download_slots is None:
+            self._download_slots = LatencySizedSlots(
+                rate=self._per_second(self.settings.runpod_run_rate_limit),
+                floor=_SLOTS_FLOOR,
+                ceiling=DOWNLOAD_CONCURRENCY,
+            )
+        return self._download_slots
+
+    def _per_second(self, allowance: int) -> float:
+        """An allowance per RunPod window and endpoint, as calls per second to all endpoints."""
+        endpoints = len(self.catalogue.endpoints)
+        return allowance / self.settings.runpod_status_rate_window * endpoints
 
     @property
     def tick_lock(self) -> asyncio.Lock:
@@ -117,4 +151,5 @@ class JobEngine:
         if self._http is not None:
             await self._http.aclose()
         self._http = None
-        self._slots = self._tick_lock = None
+        self._slots = self._download_slots = None
+        self._tick_lock = self.image_passes = None

@@ -10,15 +10,17 @@ up a download attempt: the image waits for the store, with backoff.
 import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 import httpx
 from loguru import logger
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.core.batching import GroupRunner
 from app.core.db import utcnow
 from app.core.tracing import job_span
-from app.jobs.engine import DOWNLOAD_CONCURRENCY, JobEngine
+from app.jobs.engine import JobEngine
 from app.jobs.media_locks import hold_media_keys
 from app.jobs.models import Job, JobImage
 from app.jobs.results import record_stored
@@ -46,6 +48,22 @@ class Fetched:
             self.incoming.close()
 
 
+async def store_images_of(engine: JobEngine, job_ids: list[str]) -> None:
+    """Store the due images of these jobs. The lists handed over while a pass runs share the
+    next pass: under load, one query and one transaction serve many hand-overs (most carry a
+    single job: a webhook's)."""
+    if engine.image_passes is None:
+        engine.image_passes = GroupRunner(partial(_store_pass, engine))
+    await engine.image_passes.run(job_ids)
+
+
+async def _store_pass(engine: JobEngine, handed_over: list[list[str]]) -> list[None]:
+    job_ids = sorted({job_id for group in handed_over for job_id in group})
+    while await store_due_images(engine, job_ids) == _BATCH:
+        pass  # a full batch: more may be due
+    return [None] * len(handed_over)
+
+
 async def store_due_images(engine: JobEngine, job_ids: list[str] | None = None) -> int:
     """Fetch every pending image whose attempt is due (of these jobs, or of all); returns
     how many were tried."""
@@ -64,10 +82,9 @@ async def store_due_images(engine: JobEngine, job_ids: list[str] | None = None) 
     due = await asyncio.to_thread(due_images)  # ledger work off the event loop
     if not due:
         return 0
-    limit = asyncio.Semaphore(DOWNLOAD_CONCURRENCY)
 
     async def fetch(url: str | None, job_id: str, traceparent: str | None) -> Fetched:
-        async with limit:
+        async with engine.download_slots:
             with job_span("podrelay.store_image", job_id, traceparent):
                 return await _fetch(engine, url)
 

@@ -22,7 +22,7 @@ from app.jobs import retention, service
 from app.jobs.admission import Accepted, accept_requests
 from app.jobs.connection import check_connection
 from app.jobs.intake import job_request
-from app.jobs.media import store_due_images
+from app.jobs.media import store_images_of
 from app.jobs.models import Batch, Job, JobImage
 from app.jobs.options import PROMPT, GenerationOptions
 from app.jobs.status import ACTIVE
@@ -133,7 +133,7 @@ def test_runpod_connection_task() -> dict[str, Any]:
 @celery_app.task(acks_late=True, ignore_result=True)
 def store_images_task(job_ids: list[str]) -> None:
     """Download the due images of these jobs."""
-    run(store_due_images(get_engine(), job_ids))
+    run(store_images_of(get_engine(), job_ids))
 
 
 @celery_app.task(acks_late=True, ignore_result=True)
