@@ -19,11 +19,11 @@ import random
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import case, select, update
+from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
-from app.core.db import database_now, utcnow
+from app.core.db import UTCDateTime, database_now, utcnow
 from app.runpod import (
     AuthenticationError,
     HealthReport,
@@ -106,6 +106,32 @@ def after_health(
         state.circuit, state.circuit_since = Circuit.HALF_OPEN, now
 
 
+_HALF_OPEN = EndpointState.circuit == Circuit.HALF_OPEN
+# Built once: an acceptance is recorded for every group of /run answers, and building this
+# statement anew each time cost more CPU than running it.
+_CLOSE_ON_ACCEPTANCE = (
+    update(EndpointState)
+    .where(EndpointState.endpoint == bindparam("endpoint_id"))
+    .where(
+        _HALF_OPEN | ((EndpointState.circuit == Circuit.CLOSED) & (EndpointState.run_failures > 0))
+    )
+    .values(
+        run_failures=0,
+        **{
+            column: case((_HALF_OPEN, value), else_=getattr(EndpointState, column))
+            for column, value in (
+                ("circuit", Circuit.CLOSED.value),
+                ("circuit_reason", None),
+                ("circuit_since", bindparam("now", type_=UTCDateTime())),
+                ("retry_at", None),
+                ("trips", 0),
+            )
+        },
+    )
+    .execution_options(synchronize_session=False)
+)
+
+
 def record_run_outcomes(
     session: Session, settings: Settings, endpoint_id: str, accepted: int, failures: list[str]
 ) -> None:
@@ -113,27 +139,7 @@ def record_run_outcomes(
     the failures in a row; the endpoint's own failures (`endpoint_failed`) trip it at
     CIRCUIT_FAILURES. Rows are locked only when they change."""
     if accepted:
-        half_open = EndpointState.circuit == Circuit.HALF_OPEN
-        closing = {
-            column: case((half_open, value), else_=getattr(EndpointState, column))
-            for column, value in (
-                ("circuit", Circuit.CLOSED.value),
-                ("circuit_reason", None),
-                ("circuit_since", utcnow()),
-                ("retry_at", None),
-                ("trips", 0),
-            )
-        }
-        session.execute(
-            update(EndpointState)
-            .where(EndpointState.endpoint == endpoint_id)
-            .where(
-                half_open
-                | ((EndpointState.circuit == Circuit.CLOSED) & (EndpointState.run_failures > 0))
-            )
-            .values(run_failures=0, **closing)
-            .execution_options(synchronize_session=False)
-        )
+        session.execute(_CLOSE_ON_ACCEPTANCE, {"endpoint_id": endpoint_id, "now": utcnow()})
     if not failures:
         return
     state = session.scalar(
