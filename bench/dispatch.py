@@ -12,6 +12,8 @@ MAX_IN_FLIGHT at the job count, so no cap from a cold endpoint's /health holds t
   accepted jobs at against that allowance (target >= 90 %), and the worker's CPU per job;
 - one, then two worker processes with the allowance raised to 4,000 per 10 s, so that the
   workers, not the allowance, are the limit: two must dispatch >= 1.8 times what one does.
+  Each run also reports how busy the whole machine was: where two workers share two cores
+  with the simulator, PostgreSQL, Redis and the API, a machine near 100 % busy is the limit.
 
 The rate is jobs accepted by RunPod per second from the first job recorded to the last
 accepted.
@@ -89,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{result.label}: {result.accepted_per_s or 0:.1f} jobs/s accepted "
             f"({result.allowance_per_s:g}/s allowed), CPU {result.cpu_ms_per_job:.1f} ms/job, "
+            f"machine {result.machine_busy or 0:.0%} busy, "
             f"lost {result.lost}, duplicates {result.duplicates}"
         )
     print(f"dispatch share {share:.0%}; two workers / one: {scaling:.2f}")
@@ -102,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                     "accepted_per_s": result.accepted_per_s,
                     "allowance_per_s": result.allowance_per_s,
                     "cpu_ms_per_job": result.cpu_ms_per_job,
+                    "machine_busy": result.machine_busy,
                     "workers": result.workers,
                     "lost": result.lost,
                     "duplicates": result.duplicates,

@@ -31,6 +31,8 @@ from bench.stack import (
     child_env,
     database,
     free_port,
+    machine_busy,
+    machine_times,
     redis_db,
     running,
     simulator,
@@ -143,13 +145,16 @@ def run_engine(mode: str, options: RunOptions, folder: Path) -> Result:
             for sampler in samplers:
                 sampler.mark_start()
                 sampler.start()
+            machine_before = machine_times()
             started = time.monotonic()
             _enqueue(settings, ledger, options.jobs, mode)
             watch = _watch(sim, ledger, deadline=started + options.timeout_s)
             wall_s = time.monotonic() - started
             for sampler in samplers:
                 sampler.finish()
+            busy = machine_busy(machine_before, machine_times())
         result = _collect(mode, sim, ledger, options, watch, samplers, wall_s)
+        result.machine_busy = busy
         result.allowance_per_s = settings.runpod_run_rate_limit / settings.runpod_status_rate_window
         if mode == "polling":
             result.status_max_10s = watch.max_per_window()

@@ -42,6 +42,8 @@ class Result:
     expired_before_submission: int | None = None  # timed out in Podrelay's queue
     status_max_10s: int | None = None
     status_limit: int | None = None
+    # The share of all the machine's CPU time busy during the run (every process, not only ours).
+    machine_busy: float | None = None
 
     @property
     def calls_per_job(self) -> float:

@@ -230,10 +230,16 @@ def dispatch_rows(doc: Doc | None) -> list[list[str]]:
             f"{one['allowance_per_s']:g}/s), CPU {one['cpu_ms_per_job']:.1f} ms/job; two workers "
             f"{raised_two['accepted_per_s']:.1f}/s against {raised_one['accepted_per_s']:.1f}/s "
             f"for one ({doc['scaling']:.2f}x) with {raised_one['allowance_per_s']:g}/s allowed"
+            f"{_machine(raised_one, raised_two)}"
         )
         cells[2] = f"RunPod's /run allowance, {one['allowance_per_s']:g}/s"
         met = all(doc["targets"].values())
     return [_row("Dispatch rate", DISPATCH, doc, cells, met)]
+
+
+def _machine(one: Doc, two: Doc) -> str:
+    """How busy the whole machine was in the two runs that compare one worker with two."""
+    return f"; machine busy {one['machine_busy']:.0%} with one, {two['machine_busy']:.0%} with two"
 
 
 def fairness_rows(doc: Doc | None) -> list[list[str]]:

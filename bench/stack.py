@@ -168,6 +168,18 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
+def machine_times() -> tuple[int, int]:
+    """(idle, total) jiffies of all CPUs since boot."""
+    values = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return values[3] + values[4], sum(values)  # idle + iowait
+
+
+def machine_busy(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of all the machine's CPU time not idle between two `machine_times()`."""
+    total = after[1] - before[1]
+    return 1 - (after[0] - before[0]) / total if total else 0.0
+
+
 class TreeSampler(threading.Thread):
     """Every 0.5 s: RSS and CPU time of a process and all its descendants."""
 

@@ -58,7 +58,7 @@ import uvloop
 from sqlalchemy import func, select
 
 from app.devstack import start_process, stop_process, wait_http
-from bench.stack import child_env, database, free_port, redis_db
+from bench.stack import child_env, database, free_port, machine_busy, machine_times, redis_db
 
 PATH = "/api/v1/runpod/generate"
 REDIS_DB = 11
@@ -240,12 +240,6 @@ def _process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime + stime
 
 
-def _machine_times() -> tuple[int, int]:
-    """(idle, total) jiffies of all CPUs since boot."""
-    values = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return values[3] + values[4], sum(values)  # idle + iowait
-
-
 @dataclass
 class Server:
     side: str
@@ -286,15 +280,13 @@ def measure(
     ]
     futures = [pool.submit(run_load, spec) for spec in specs]
     time.sleep(max(0.0, start_at + args.warmup - time.time()))
-    cpu_before, machine_before = _process_cpu_s(server.process.pid), _machine_times()
+    cpu_before, machine_before = _process_cpu_s(server.process.pid), machine_times()
     time.sleep(args.duration)
-    cpu_after, machine_after = _process_cpu_s(server.process.pid), _machine_times()
+    cpu_after, machine_after = _process_cpu_s(server.process.pid), machine_times()
     results = [future.result() for future in futures]
 
     latencies = sorted(latency for result in results for latency in result.latencies_ms)
     statuses: Counter[str] = sum((result.statuses for result in results), Counter())
-    idle = machine_after[0] - machine_before[0]
-    total = machine_after[1] - machine_before[1]
     return Row(
         side=server.side,
         requests_per_s=len(latencies) / args.duration,
@@ -304,7 +296,7 @@ def measure(
         errors={status: count for status, count in statuses.items() if status != "202"},
         server_cpu=(cpu_after - cpu_before) / args.duration,
         client_cpu=sum(result.cpu_s / result.wall_s for result in results if result.wall_s),
-        machine_busy=1 - idle / total if total else 0.0,
+        machine_busy=machine_busy(machine_before, machine_after),
     )
 
 

@@ -110,6 +110,7 @@ def test_dispatch_and_fairness_benchmarks_small_scale(runs: Runs) -> None:
     dispatch = runs.document("dispatch")
     assert all(run["lost"] == 0 and run["duplicates"] == 0 for run in dispatch["runs"].values())
     assert [run["workers"] for run in dispatch["runs"].values()] == [1, 1, 2]
+    assert all(0 < run["machine_busy"] <= 1 for run in dispatch["runs"].values())
     fair, fifo = runs.document("fairness")["results"]
     assert (fair["order"], fifo["order"]) == ("fair", "fifo")
     assert fair["b_done"] == fifo["b_done"] == 20
@@ -211,6 +212,7 @@ def test_report_has_a_row_per_benchmark_with_its_command(runs: Runs, tmp_path: P
     assert "`make bench`" in text
     assert "same run" in text
     assert "| lag to ledger p50/p99/max s |" in text.partition("## In-flight jobs")[2]
+    assert "machine busy" in rows["Dispatch rate"][2]
 
 
 def test_report_shows_what_did_not_run(runs: Runs, tmp_path: Path) -> None:
