@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from sqlalchemy import func, select
 
 from app.celery_app import create_celery
@@ -183,7 +184,11 @@ def _watch(sim: SimulatorProcess, ledger: Database, *, deadline: float) -> Watch
     watch = Watch()
     while time.monotonic() < deadline:
         tick = time.monotonic()
-        counters = sim.get("/_sim/counters")
+        try:
+            counters = sim.get("/_sim/counters")
+        except httpx.TimeoutException:
+            # A simulator saturated by the run may answer late; the next tick reads it again.
+            continue
         calls = counters["calls"]
         watch.status_calls.append((tick, calls.get("status", 0) + calls.get("status-sync", 0)))
         by_status = counters["jobs_by_status"]
