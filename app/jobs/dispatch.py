@@ -29,6 +29,7 @@ from app.jobs.claims import Prepared, prepare
 from app.jobs.engine import JobEngine
 from app.jobs.failover import move_queued_jobs
 from app.jobs.submit import send_prepared
+from app.jobs.tracking import poll_overdue_queued
 from app.runpod import RunPodError
 from app.scheduler.capacity import endpoint_loads, record_health, run_bucket
 from app.scheduler.circuit import Circuit
@@ -157,6 +158,8 @@ class Dispatcher:
                 report = await engine.client(endpoint.id).health()
         except RunPodError as failure:
             error = failure.message[:200]
+        if report is not None:
+            await poll_overdue_queued(engine, endpoint)
         state = await engine.db.run(record_health, engine.settings, endpoint, report, error)
         lane.max_in_flight = state.max_in_flight
         lane.checked_at = asyncio.get_running_loop().time()

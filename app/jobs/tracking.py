@@ -27,8 +27,12 @@ from app.jobs.status import ACTIVE, JobStatus
 from app.jobs.submit import cancel_quietly
 from app.notify.deliveries import deliver_due
 from app.runpod import JobState, NotFoundError, RunPodError
+from app.scheduler.routes import Endpoint
 
 _LEASE_MARGIN_S = 10.0
+# The most overdue queued jobs one health check reads (`poll_overdue_queued`): they use the
+# spare of the /status allowance below.
+OVERDUE_READS = 20
 # Keep a tenth of RunPod's /status allowance spare for status calls made elsewhere.
 _RATE_SHARE = 0.9
 
@@ -89,8 +93,39 @@ def next_poll_delay(engine: JobEngine, job: Job) -> float:
 
 
 async def poll_due(engine: JobEngine) -> int:
+    return await poll_jobs(engine)
+
+
+async def poll_overdue_queued(engine: JobEngine, endpoint: Endpoint) -> int:
+    """Read at RunPod the endpoint's oldest jobs held as queued past its route's
+    `max_queue_delay` (OVERDUE_READS at most), and record what they are.
+
+    In webhook mode the ledger learns that a job started only when it ends, so a job that
+    runs longer than `max_queue_delay` would look stuck in the queue and take a healthy
+    endpoint out of rotation (`app.scheduler.capacity`), whose failover would then cancel it
+    mid-run. The health check reads them first; those that started are then running."""
+    max_delay_s = engine.settings.catalogue.routes[endpoint.route].max_queue_delay_s
+    job_ids = await engine.db.run(_overdue_queued, endpoint.id, max_delay_s)
+    return await poll_jobs(engine, job_ids) if job_ids else 0
+
+
+def _overdue_queued(session: Session, endpoint_id: str, max_delay_s: float) -> list[str]:
+    since = database_now(session) - timedelta(seconds=max_delay_s)
+    query = (
+        select(Job.id)
+        .where(Job.endpoint == endpoint_id, Job.status == JobStatus.QUEUED.value)
+        .where(Job.submitted_at < since)
+        .order_by(Job.submitted_at)
+        .limit(OVERDUE_READS)
+    )
+    return list(session.scalars(query))
+
+
+async def poll_jobs(engine: JobEngine, job_ids: list[str] | None = None) -> int:
+    """Read at RunPod the jobs due for a poll (or these, when given) that no other tracker
+    holds, and record what RunPod says; returns how many were read."""
     lease_ends = asyncio.get_running_loop().time() + engine.settings.poll_lease
-    targets = await engine.db.run(_claim_polls, engine)
+    targets = await engine.db.run(_claim_polls, engine, job_ids)
     if not targets:
         return 0
     readings = await asyncio.gather(*(_poll(engine, target) for target in targets))
@@ -101,15 +136,14 @@ async def poll_due(engine: JobEngine) -> int:
     return len(targets)
 
 
-def _claim_polls(session: Session, engine: JobEngine) -> list[Target]:
-    due = session.scalars(
-        select(Job.id)
-        .where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
-        .where(Job.next_poll_at <= utcnow())
-        .order_by(Job.next_poll_at)
-        .limit(poll_budget(engine))
-    ).all()
-    jobs = claim(session, list(due), lease_s=engine.settings.poll_lease)
+def _claim_polls(session: Session, engine: JobEngine, job_ids: list[str] | None) -> list[Target]:
+    query = select(Job.id).where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+    if job_ids is None:
+        query = query.where(Job.next_poll_at <= utcnow()).order_by(Job.next_poll_at)
+        query = query.limit(poll_budget(engine))
+    else:
+        query = query.where(Job.id.in_(job_ids))
+    jobs = claim(session, list(session.scalars(query)), lease_s=engine.settings.poll_lease)
     return [Target(job.id, job.runpod_job_id or "", job.endpoint, job.traceparent) for job in jobs]
 
 

@@ -257,3 +257,44 @@ async def test_an_acceptance_clears_failures_and_closes_only_a_half_open_circuit
     tripped = _state(engine, "closed")
     assert (tripped.circuit, tripped.trips) == (Circuit.OPEN, 4)
     assert tripped.circuit_reason == "/run failed 3 times in a row: refused"
+
+
+async def test_a_job_running_longer_than_max_queue_delay_keeps_its_endpoint_in_rotation(
+    make_engine: EngineFactory, simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    """In webhook mode the ledger hears of a job only when it ends: one that runs longer than
+    `max_queue_delay` still reads as queued there. The health check asks RunPod before it
+    counts such a job as stuck, so the endpoint stays in rotation and nothing is cancelled."""
+    simulator.set_endpoint("ep-a", workers=1, job_duration_ms=4000)
+    routes = _write(
+        tmp_path,
+        f"""
+[routes.sdxl]
+max_queue_delay = 0.5
+[[routes.sdxl.endpoints]]
+url = "{simulator.base_url}/ep-a"
+""",
+    )
+    engine = make_engine(
+        routes_file=routes,
+        health_check_interval=0.1,
+        # Webhooks go nowhere and the safety poll is far off: only the health check reads it.
+        public_base_url=f"http://127.0.0.1:{free_port()}",
+        webhook_safety_poll=600,
+    )
+    job_id = make_job(engine, "a long render", route="sdxl")
+    dispatcher = Dispatcher(engine)
+    await dispatcher.dispatch_round()
+    while load(engine, job_id).status != "queued":
+        await asyncio.sleep(0.05)
+    while list(simulator.statuses_by_input("ep-a").values()) != [["IN_PROGRESS"]]:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1.0)  # past max_queue_delay, while it runs
+
+    for _ in range(5):
+        await dispatcher.check_due_endpoints()
+        await asyncio.sleep(0.1)
+
+    assert _state(engine, "ep-a").circuit == Circuit.CLOSED
+    assert load(engine, job_id).status == "running"
+    assert list(simulator.statuses_by_input("ep-a").values()) == [["IN_PROGRESS"]]
