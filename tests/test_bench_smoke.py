@@ -32,14 +32,9 @@ RUNS_TIMEOUT_S = 300
 pytestmark = pytest.mark.timeout(RUNS_TIMEOUT_S + 120)
 
 
-@dataclass(frozen=True)
-class Completed:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def run_modules(modules: dict[str, list[str]], folder: Path) -> dict[str, Completed]:
+def run_modules(
+    modules: dict[str, list[str]], folder: Path
+) -> dict[str, subprocess.CompletedProcess[str]]:
     """`python -m <module> <args>` for each, all at once; their output goes to files (a full
     pipe nobody reads would stall a benchmark)."""
     started = {}
@@ -63,7 +58,8 @@ def run_modules(modules: dict[str, list[str]], folder: Path) -> dict[str, Comple
             process.kill()
             process.wait()
     return {
-        module: Completed(
+        module: subprocess.CompletedProcess(
+            process.args,
             process.returncode,
             (folder / f"{module}.out").read_text(),
             (folder / f"{module}.err").read_text(),
@@ -75,7 +71,7 @@ def run_modules(modules: dict[str, list[str]], folder: Path) -> dict[str, Comple
 @dataclass
 class Runs:
     folder: Path  # where each benchmark wrote <name>.json
-    processes: dict[str, Completed]
+    processes: dict[str, subprocess.CompletedProcess[str]]
 
     def document(self, name: str) -> dict[str, Any]:
         process = self.processes[name]

@@ -27,6 +27,7 @@ from app.jobs.status import ACTIVE, JobStatus
 from app.jobs.submit import cancel_quietly
 from app.notify.deliveries import deliver_due
 from app.runpod import JobState, NotFoundError, RunPodError
+from app.scheduler.capacity import overdue_queued
 from app.scheduler.routes import Endpoint
 
 _LEASE_MARGIN_S = 10.0
@@ -104,21 +105,8 @@ async def poll_overdue_queued(engine: JobEngine, endpoint: Endpoint) -> int:
     runs longer than `max_queue_delay` would look stuck in the queue and take a healthy
     endpoint out of rotation (`app.scheduler.capacity`), whose failover would then cancel it
     mid-run. The health check reads them first; those that started are then running."""
-    max_delay_s = engine.settings.catalogue.routes[endpoint.route].max_queue_delay_s
-    job_ids = await engine.db.run(_overdue_queued, endpoint.id, max_delay_s)
+    job_ids = await engine.db.run(overdue_queued, engine.settings, endpoint, OVERDUE_READS)
     return await poll_jobs(engine, job_ids) if job_ids else 0
-
-
-def _overdue_queued(session: Session, endpoint_id: str, max_delay_s: float) -> list[str]:
-    since = database_now(session) - timedelta(seconds=max_delay_s)
-    query = (
-        select(Job.id)
-        .where(Job.endpoint == endpoint_id, Job.status == JobStatus.QUEUED.value)
-        .where(Job.submitted_at < since)
-        .order_by(Job.submitted_at)
-        .limit(OVERDUE_READS)
-    )
-    return list(session.scalars(query))
 
 
 async def poll_jobs(engine: JobEngine, job_ids: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ A dispatcher checks its endpoints every HEALTH_CHECK_INTERVAL and keeps what it 
 import statistics
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from app.core.allowance import Bucket
@@ -120,14 +120,30 @@ def _pending(session: Session, route: str) -> bool:
     return session.scalar(query.limit(1)) is not None
 
 
+def _queued_at(endpoint: Endpoint) -> ColumnElement[bool]:
+    """The endpoint's jobs accepted by RunPod and not known to have started."""
+    return (Job.endpoint == endpoint.id) & (Job.status == JobStatus.QUEUED.value)
+
+
 def _oldest_queued_s(session: Session, endpoint: Endpoint, now: datetime) -> float | None:
     """How long the job longest in the endpoint's queue (accepted, not started) has waited."""
-    oldest = session.scalar(
-        select(func.min(Job.submitted_at)).where(
-            Job.endpoint == endpoint.id, Job.status == JobStatus.QUEUED.value
-        )
-    )
+    oldest = session.scalar(select(func.min(Job.submitted_at)).where(_queued_at(endpoint)))
     return None if oldest is None else (now - oldest).total_seconds()
+
+
+def overdue_queued(
+    session: Session, settings: Settings, endpoint: Endpoint, limit: int
+) -> list[str]:
+    """The endpoint's jobs held as queued longer than its route's `max_queue_delay`, the
+    oldest first: those that would take it out of rotation."""
+    max_delay = timedelta(seconds=settings.catalogue.routes[endpoint.route].max_queue_delay_s)
+    query = (
+        select(Job.id)
+        .where(_queued_at(endpoint), Job.submitted_at < database_now(session) - max_delay)
+        .order_by(Job.submitted_at)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
 
 
 def _recent_times(
