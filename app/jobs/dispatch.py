@@ -8,7 +8,11 @@ takes as many tokens of its /run allowance as that room (shared by every process
 (`app.jobs.submit`). A half-open endpoint takes one probe job at a time; an open one none. An
 endpoint also takes the jobs of the routes that fall back on its route while every endpoint of
 theirs is out of rotation. Rounds follow each other as long as there is work, room and
-allowance; otherwise the dispatcher looks again after `IDLE_S`.
+allowance; otherwise the dispatcher looks again after `IDLE_S`. A round cut short by an
+allowance also waits `IDLE_S` before the next: the tokens refilled meanwhile then go out
+together (about 10 jobs at RunPod's default of 100 /run a second), with one claim, one
+recording and one load reading, where rounds back to back would each send the one or two jobs
+refilled since the last and pay those transactions per job.
 
 Every HEALTH_CHECK_INTERVAL (each second while an endpoint is full) the dispatcher reads each
 endpoint's /health (`app.scheduler.capacity`), which may take it out of rotation; it then moves
@@ -35,7 +39,7 @@ from app.scheduler.capacity import endpoint_loads, record_health, run_bucket
 from app.scheduler.circuit import Circuit
 from app.scheduler.routes import Endpoint
 
-# How long an idle dispatcher waits before it looks at the queue again.
+# How long an idle dispatcher, or one that spent an allowance, waits before its next round.
 IDLE_S = 0.1
 _RETRY_S = 1.0
 # While the in-flight cap holds work back, /health is asked this often: an endpoint scaling up
@@ -65,6 +69,7 @@ class Dispatcher:
             for e in engine.catalogue.endpoints
         ]
         self._sends: set[asyncio.Task[None]] = set()
+        self._allowance_spent = False  # the last round got fewer tokens than it had room for
 
     async def run(self) -> None:
         """Dispatch until cancelled; a failing round is logged and tried again."""
@@ -77,7 +82,7 @@ class Dispatcher:
                     logger.opt(exception=True).warning("[DISPATCH] round failed; retrying")
                     await asyncio.sleep(_RETRY_S)
                     continue
-                if not sent:
+                if not sent or self._allowance_spent:
                     await asyncio.sleep(IDLE_S)
         finally:
             for task in self._sends:
@@ -91,6 +96,7 @@ class Dispatcher:
         held, circuits = await engine.db.run(endpoint_loads, endpoint_ids)
         resting = self._resting_routes(circuits)
         started = 0
+        self._allowance_spent = False
         for lane in self._weighted_order():
             endpoint = lane.endpoint
             circuit = circuits.get(endpoint.id, Circuit.CLOSED)
@@ -101,6 +107,7 @@ class Dispatcher:
             wanted = min(self._round_max, room - held.get(endpoint.id, 0) - lane.sending)
             lane.watched = wanted <= 0
             granted = await engine.allowance.take(endpoint.id, wanted, self._bucket)
+            self._allowance_spent |= granted < wanted
             if granted <= 0:
                 continue
             fallen_back = engine.catalogue.fallen_back_from(endpoint.route)
