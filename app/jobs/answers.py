@@ -15,17 +15,24 @@ Per accepted answer, under the job's row lock:
 """
 
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from loguru import logger
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from app.core.db import database_now, utcnow
 from app.jobs.claims import Prepared
 from app.jobs.engine import JobEngine
 from app.jobs.models import Job, JobEvent, Submission
-from app.jobs.service import add_event, lock_jobs, lock_sqlite_writes, move, release
+from app.jobs.service import (
+    add_event,
+    insert_rows,
+    lock_jobs,
+    lock_sqlite_writes,
+    move,
+    release,
+)
 from app.jobs.status import JobStatus
 from app.runpod import (
     AmbiguousSubmissionError,
@@ -119,7 +126,7 @@ def _record_acceptances(
             _event(by_token[token].job_id, "duplicate_cancelled", held, message=runpod_id)
             for token, runpod_id in duplicates.items()
         ]
-        session.execute(insert(_EVENTS), events)
+        insert_rows(session, _EVENTS, events)
     return duplicates
 
 
@@ -157,7 +164,7 @@ def _queue(
         _event(item.job_id, "status", held, data={"runpod_job_id": runpod_id})
         for item, runpod_id in queued
     ]
-    session.execute(insert(_EVENTS), events)
+    insert_rows(session, _EVENTS, events)
     for item, _ in queued:
         logger.info("[RUNPOD TASK] job {} pending -> queued", item.job_id)
 
@@ -176,7 +183,7 @@ def _event(
     *,
     message: str | None = None,
     data: dict[str, str] | None = None,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """A timeline row, as `add_event` writes it: the job's status after the change."""
     return {
         "job_id": job_id,

@@ -87,7 +87,7 @@ class RecordedJob:
 def record_jobs(session: Session, jobs: Sequence[NewJob]) -> list[RecordedJob]:
     """Record new pending jobs and their `created` events: the one way jobs enter the ledger.
 
-    One statement for the jobs and one for their events (`_insert_rows`), timed by the
+    One statement for the jobs and one for their events (`insert_rows`), timed by the
     database's clock as leases are. Nothing comes back from the database that is not known
     before (a job's times are the transaction's clock), so nothing is returned. A dispatcher
     may send the jobs at once (`next_poll_at`, for a pending job, is when it may be sent)."""
@@ -98,7 +98,7 @@ def record_jobs(session: Session, jobs: Sequence[NewJob]) -> list[RecordedJob]:
         RecordedJob(job, created_at=now, deadline_at=now + timedelta(seconds=job.timeout_s))
         for job in jobs
     ]
-    _insert_rows(
+    insert_rows(
         session,
         _JOBS,
         [
@@ -115,7 +115,7 @@ def record_jobs(session: Session, jobs: Sequence[NewJob]) -> list[RecordedJob]:
             for item in recorded
         ],
     )
-    _insert_rows(
+    insert_rows(
         session,
         _EVENTS,
         [
@@ -129,7 +129,7 @@ def record_jobs(session: Session, jobs: Sequence[NewJob]) -> list[RecordedJob]:
 _NEW_JOB_FIELDS = [item.name for item in fields(NewJob)]
 
 
-def _insert_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+def insert_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
     """Insert rows that all have the same keys, in one statement.
 
     SQLite takes the Core `INSERT` of many rows. On PostgreSQL the rows travel as one JSON
