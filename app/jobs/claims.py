@@ -16,14 +16,14 @@ from datetime import timedelta
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
 from app.core.db import database_now
 from app.jobs.inputs import runpod_input
 from app.jobs.models import Job, JobEvent, Submission
-from app.jobs.service import SENDING, add_event
+from app.jobs.service import SENDING, add_event, insert_rows
 from app.jobs.status import JobStatus
 from app.scheduler.fair import advance_clock
 from app.scheduler.routes import Endpoint
@@ -130,8 +130,9 @@ def prepare(
         )
         for row in claimed
     ]
-    session.execute(
-        insert(_SUBMISSIONS),
+    insert_rows(
+        session,
+        _SUBMISSIONS,
         [
             {
                 "job_id": item.job_id,
@@ -157,8 +158,9 @@ def _record_reroutes(
 ) -> None:
     moved = [job_id for job_id in claimed if job_id in routed_from]
     if moved:
-        session.execute(
-            insert(_EVENTS),
+        insert_rows(
+            session,
+            _EVENTS,
             [
                 {
                     "job_id": job_id,
