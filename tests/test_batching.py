@@ -68,3 +68,25 @@ async def test_groups_are_capped_and_run_in_parallel_slots() -> None:
     assert max(sizes) <= 4
     assert sum(sizes) == 20
     assert most_at_once == 2
+
+
+async def _group_sizes(linger: float) -> list[int]:
+    """The groups of five items handed over 20 ms apart to a runner with this linger."""
+    sizes: list[int] = []
+
+    async def record(items: list[int]) -> list[int | Exception]:
+        sizes.append(len(items))
+        return list(items)
+
+    runner: GroupRunner[int, int] = GroupRunner(record, parallel=1, linger=linger)
+    tasks = []
+    for item in range(5):
+        tasks.append(asyncio.ensure_future(runner.run(item)))
+        await asyncio.sleep(0.02)
+    assert await asyncio.gather(*tasks) == list(range(5))
+    return sizes
+
+
+async def test_a_lingering_runner_groups_items_that_arrive_apart() -> None:
+    assert await _group_sizes(0.0) == [1, 1, 1, 1, 1]
+    assert await _group_sizes(0.5) == [5]

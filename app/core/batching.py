@@ -3,7 +3,9 @@
 A request that needs the database (or Redis) awaits `GroupRunner.run(item)`. While one group's
 call runs, the items that arrive meanwhile wait and form the next group, so under load one
 transaction (one connection checkout, one commit, one broker publish) or one Redis round trip
-serves many requests, and with a single request in flight nothing waits for a timer.
+serves many requests, and with a single request in flight nothing waits for a timer, unless the
+runner lingers: a group whose latency matters little (a hand-over to the workers) may wait a
+moment for company, so that one message stands for many.
 
 The group call is a coroutine function; `in_thread` makes one of a blocking function (the
 synchronous session), and a wrapper can add what its callers need, e.g. retrying a write through
@@ -32,14 +34,21 @@ def in_thread(call: BlockingGroupCall[ItemT, ResultT]) -> GroupCall[ItemT, Resul
 
 
 class GroupRunner(Generic[ItemT, ResultT]):
-    """Runs `call` on groups of items, at most `parallel` groups at once."""
+    """Runs `call` on groups of items, at most `parallel` groups at once, each starting
+    `linger` seconds after its first item arrived."""
 
     def __init__(
-        self, call: GroupCall[ItemT, ResultT], *, max_group: int = 200, parallel: int = 2
+        self,
+        call: GroupCall[ItemT, ResultT],
+        *,
+        max_group: int = 200,
+        parallel: int = 2,
+        linger: float = 0.0,
     ) -> None:
         self._call = call
         self._max_group = max_group
         self._slots = parallel
+        self._linger = linger
         self._waiting: list[tuple[ItemT, asyncio.Future[ResultT]]] = []
 
     async def run(self, item: ItemT) -> ResultT:
@@ -53,6 +62,8 @@ class GroupRunner(Generic[ItemT, ResultT]):
     async def _drain(self) -> None:
         try:
             while self._waiting:
+                if self._linger:
+                    await asyncio.sleep(self._linger)
                 group = self._waiting[: self._max_group]
                 del self._waiting[: self._max_group]
                 await self._serve(group)

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.core.batching import GroupRunner
+from app.core.batching import GroupRunner, in_thread
 from app.core.db import Database
 from app.core.errors import PodrelayError
 from app.core.tracing import job_span
@@ -26,6 +26,11 @@ from app.jobs.status import JobStatus
 from app.media.store import MediaStore
 from app.runpod import JobState
 from app.runpod.models import RunPodStatus
+
+# How long a hand-over of images waits for others to share its message: a download starts
+# this much later (the image's source serves it meanwhile), and the workers handle one
+# Celery message for several jobs instead of one each (most deliveries come alone).
+IMAGE_HANDOVER_LINGER_S = 0.05
 
 
 class WebhookRejected(PodrelayError):
@@ -46,6 +51,8 @@ class WebhookOutcome:
     changed: bool
     # (RunPod job, its endpoint) to cancel: a duplicate no longer needed.
     cancel_runpod_jobs: list[tuple[str, str | None]] = field(default_factory=list)
+    # Its result has images to download (set once the delivery is applied).
+    images_due: bool = False
 
 
 def receive_runpod_webhooks(
@@ -137,29 +144,37 @@ class WebhookDelivery:
 
 
 class WebhookReceiver:
-    """Per API process: concurrent deliveries share one transaction, then the images to
-    download and the duplicates to cancel go to the workers."""
+    """Per API process: concurrent deliveries share one transaction; then the duplicates to
+    cancel and the images to download go to the workers, the images of deliveries that meet
+    within `IMAGE_HANDOVER_LINGER_S` in one message."""
 
     def __init__(self, db: Database, store: MediaStore) -> None:
         self._db = db
         self._store = store
         self._groups: GroupRunner[WebhookDelivery, WebhookOutcome] = GroupRunner(self._receive)
+        self._image_handovers: GroupRunner[str, None] = GroupRunner(
+            in_thread(_hand_over_images), parallel=1, linger=IMAGE_HANDOVER_LINGER_S
+        )
 
     async def receive(self, delivery: WebhookDelivery) -> WebhookOutcome:
-        """Apply one delivery; raises `WebhookRejected` when it is not the token's."""
-        return await self._groups.run(delivery)
+        """Apply one delivery; raises `WebhookRejected` when it is not the token's. Answers
+        once its follow-ups are queued (a broker outage raises: RunPod then retries)."""
+        outcome = await self._groups.run(delivery)
+        # Sent only after the commit, so the tasks always find what they look for.
+        if outcome.images_due:
+            await self._image_handovers.run(outcome.job_id)
+        if outcome.cancel_runpod_jobs:
+            await asyncio.to_thread(_cancel_duplicates, outcome.cancel_runpod_jobs)
+        return outcome
 
     async def _receive(self, deliveries: list[WebhookDelivery]) -> list[WebhookOutcome | Exception]:
         try:
             # In a thread: images the output carries inline are written to the media store.
-            outcomes, image_jobs = await self._db.run_in_thread(self._apply, deliveries)
+            return list(await self._db.run_in_thread(self._apply, deliveries))
         except Exception:  # one delivery broke the shared transaction: each on its own
             if len(deliveries) == 1:
                 raise
             return [await self._receive_alone(delivery) for delivery in deliveries]
-        # Sent only after the commit above, so the tasks always find what they look for.
-        await asyncio.to_thread(_follow_up, outcomes, image_jobs)
-        return list(outcomes)
 
     async def _receive_alone(self, delivery: WebhookDelivery) -> WebhookOutcome | Exception:
         try:
@@ -169,24 +184,27 @@ class WebhookReceiver:
 
     def _apply(
         self, session: Session, deliveries: list[WebhookDelivery]
-    ) -> tuple[list[WebhookOutcome | WebhookRejected], list[str]]:
+    ) -> list[WebhookOutcome | WebhookRejected]:
         outcomes = receive_runpod_webhooks(
             session, [(d.token, d.payload) for d in deliveries], store=self._store
         )
-        changed = [o.job_id for o in outcomes if isinstance(o, WebhookOutcome) and o.changed]
-        if not changed:
-            return outcomes, []
-        query = select(JobImage.job_id).where(
-            JobImage.job_id.in_(changed), JobImage.state == "pending"
-        )
-        return outcomes, list(session.scalars(query.distinct()))
+        changed = {o.job_id: o for o in outcomes if isinstance(o, WebhookOutcome) and o.changed}
+        if changed:
+            query = select(JobImage.job_id).where(
+                JobImage.job_id.in_(changed), JobImage.state == "pending"
+            )
+            for job_id in session.scalars(query.distinct()):
+                changed[job_id].images_due = True
+        return outcomes
 
 
-def _follow_up(outcomes: Sequence[WebhookOutcome | WebhookRejected], image_jobs: list[str]) -> None:
-    """Queue what the applied deliveries call for (a broker publish blocks: off the loop)."""
-    if image_jobs:
-        send_task("store_images_task", image_jobs)
-    for outcome in outcomes:
-        if isinstance(outcome, WebhookOutcome):
-            for runpod_job_id, endpoint in outcome.cancel_runpod_jobs:
-                send_task("cancel_runpod_job_task", runpod_job_id, endpoint)
+def _hand_over_images(job_ids: list[str]) -> list[None]:
+    """One message for the due images of every delivery in the group (a broker publish
+    blocks: off the loop)."""
+    send_task("store_images_task", sorted(set(job_ids)))
+    return [None] * len(job_ids)
+
+
+def _cancel_duplicates(runpod_jobs: list[tuple[str, str | None]]) -> None:
+    for runpod_job_id, endpoint in runpod_jobs:
+        send_task("cancel_runpod_job_task", runpod_job_id, endpoint)
