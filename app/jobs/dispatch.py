@@ -26,6 +26,7 @@ import asyncio
 import math
 import random
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from loguru import logger
 
@@ -58,6 +59,14 @@ class _Lane:
     sending: int = 0
 
 
+class Round(NamedTuple):
+    """What a dispatch round did: the jobs it started sending, and whether an allowance gave
+    fewer tokens than an endpoint had room for."""
+
+    started: int
+    allowance_spent: bool
+
+
 class Dispatcher:
     def __init__(self, engine: JobEngine) -> None:
         self._engine = engine
@@ -69,7 +78,6 @@ class Dispatcher:
             for e in engine.catalogue.endpoints
         ]
         self._sends: set[asyncio.Task[None]] = set()
-        self._allowance_spent = False  # the last round got fewer tokens than it had room for
 
     async def run(self) -> None:
         """Dispatch until cancelled; a failing round is logged and tried again."""
@@ -77,26 +85,24 @@ class Dispatcher:
             while True:
                 try:
                     await self.check_due_endpoints()
-                    sent = await self.dispatch_round()
+                    done = await self.dispatch_round()
                 except Exception:  # noqa: BLE001 - a database or broker outage: try again
                     logger.opt(exception=True).warning("[DISPATCH] round failed; retrying")
                     await asyncio.sleep(_RETRY_S)
                     continue
-                if not sent or self._allowance_spent:
+                if not done.started or done.allowance_spent:
                     await asyncio.sleep(IDLE_S)
         finally:
             for task in self._sends:
                 task.cancel()
 
-    async def dispatch_round(self) -> int:
-        """Claim and start sending the next jobs the endpoints have room and allowance for;
-        returns how many."""
+    async def dispatch_round(self) -> Round:
+        """Claim and start sending the next jobs the endpoints have room and allowance for."""
         engine = self._engine
         endpoint_ids = [lane.endpoint.id for lane in self._lanes]
         held, circuits = await engine.db.run(endpoint_loads, endpoint_ids)
         resting = self._resting_routes(circuits)
-        started = 0
-        self._allowance_spent = False
+        started, allowance_spent = 0, False
         for lane in self._weighted_order():
             endpoint = lane.endpoint
             circuit = circuits.get(endpoint.id, Circuit.CLOSED)
@@ -107,7 +113,7 @@ class Dispatcher:
             wanted = min(self._round_max, room - held.get(endpoint.id, 0) - lane.sending)
             lane.watched = wanted <= 0
             granted = await engine.allowance.take(endpoint.id, wanted, self._bucket)
-            self._allowance_spent |= granted < wanted
+            allowance_spent |= granted < wanted
             if granted <= 0:
                 continue
             fallen_back = engine.catalogue.fallen_back_from(endpoint.route)
@@ -119,7 +125,7 @@ class Dispatcher:
             if prepared:
                 self._start(lane, prepared)
                 started += len(prepared)
-        return started
+        return Round(started, allowance_spent)
 
     def _resting_routes(self, circuits: dict[str, Circuit]) -> set[str]:
         """The routes none of whose endpoints is in rotation."""
