@@ -14,8 +14,8 @@ Per accepted answer, under the job's row lock:
   the new RunPod job is a duplicate, returned for the caller to cancel.
 """
 
-from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from datetime import timedelta
+from typing import NamedTuple
 
 from loguru import logger
 from sqlalchemy import bindparam, func, select, update
@@ -27,9 +27,10 @@ from app.jobs.engine import JobEngine
 from app.jobs.models import Job, JobEvent, Submission
 from app.jobs.service import (
     add_event,
+    event_row,
     insert_rows,
+    lock_job_rows,
     lock_jobs,
-    lock_sqlite_writes,
     move,
     release,
 )
@@ -43,8 +44,7 @@ from app.runpod import (
 )
 from app.scheduler.circuit import endpoint_failed, record_run_outcomes
 
-FIRST_POLL_S = 1.0
-
+_QUEUED = JobStatus.QUEUED.value
 _JOBS = Job.metadata.tables[Job.__tablename__]
 _SUBMISSIONS = Submission.metadata.tables[Submission.__tablename__]
 _EVENTS = JobEvent.metadata.tables[JobEvent.__tablename__]
@@ -73,25 +73,16 @@ def record_answers(session: Session, engine: JobEngine, answers: list[Answer]) -
     """Store what RunPod answered and count it towards each endpoint's circuit; for each
     answer, the RunPod job to cancel as a duplicate, if any."""
     _count_outcomes(session, engine, answers)
-    held = _lock(session, [item.job_id for item, _ in answers])
+    rows = lock_job_rows(
+        session, (item.job_id for item, _ in answers), Job.status, Job.runpod_job_id
+    )
+    held = {row.id: _Held(row.status, row.runpod_job_id) for row in rows}
     accepted = [(item, state) for item, state in answers if isinstance(state, JobState)]
     duplicates = _record_acceptances(session, engine, held, accepted)
     failed = [(item, error) for item, error in answers if isinstance(error, RunPodError)]
     if failed:
         _record_failures(session, engine, failed)
     return [duplicates.get(item.token) for item, _ in answers]
-
-
-def _lock(session: Session, job_ids: list[str]) -> dict[str, _Held]:
-    """Lock the jobs' rows in id order, as every locking path does (`lock_jobs`)."""
-    lock_sqlite_writes(session)
-    query = (
-        select(Job.id, Job.status, Job.runpod_job_id)
-        .where(Job.id.in_(sorted(set(job_ids))))
-        .order_by(Job.id)
-        .with_for_update()
-    )
-    return {row.id: _Held(row.status, row.runpod_job_id) for row in session.execute(query)}
 
 
 def _record_acceptances(
@@ -114,85 +105,53 @@ def _record_acceptances(
         else:
             queued.append((item, state.id))
             # A second answer for the job in this group is then its duplicate.
-            held[item.job_id] = _Held(JobStatus.QUEUED.value, state.id)
+            held[item.job_id] = _Held(_QUEUED, state.id)
     session.execute(
         _MARK_ACCEPTED, [{"b_token": item.token, "b_runpod_id": s.id} for item, s in accepted]
     )
-    _queue(session, engine, held, queued)
+    _queue(session, engine, queued)
     if duplicates:
         by_token = {item.token: item for item, _ in accepted}
         session.execute(_RELEASE, [{"b_id": by_token[t].job_id} for t in duplicates])
+        cancelled = {by_token[token].job_id: runpod_id for token, runpod_id in duplicates.items()}
+        at = utcnow()
         events = [
-            _event(by_token[token].job_id, "duplicate_cancelled", held, message=runpod_id)
-            for token, runpod_id in duplicates.items()
+            event_row(job_id, "duplicate_cancelled", held[job_id].status, at=at, message=runpod_id)
+            for job_id, runpod_id in cancelled.items()
         ]
         insert_rows(session, _EVENTS, events)
     return duplicates
 
 
-def _queue(
-    session: Session, engine: JobEngine, held: dict[str, _Held], queued: list[tuple[Prepared, str]]
-) -> None:
+def _queue(session: Session, engine: JobEngine, queued: list[tuple[Prepared, str]]) -> None:
     """`pending -> queued` for jobs RunPod now holds: the step `move` takes, for many jobs in
     one statement, with its timeline event and log line."""
     if not queued:
         return
     now = database_now(session)
-    checked = utcnow()
+    at = utcnow()
+    next_check = at + timedelta(seconds=engine.next_check_delay(polls=0))
     statement = (
         update(_JOBS)
         .where(_JOBS.c.id == bindparam("b_id"))
         .values(
             runpod_job_id=bindparam("b_runpod_id"),
-            status=JobStatus.QUEUED.value,
+            status=_QUEUED,
             submitted_at=func.coalesce(_JOBS.c.submitted_at, now),
             claimed_until=None,
             claim_token=None,
-            next_poll_at=bindparam("b_next"),
+            next_poll_at=next_check,
         )
     )
-    rows = [
-        {
-            "b_id": item.job_id,
-            "b_runpod_id": runpod_id,
-            "b_next": _next_check(engine, item, checked),
-        }
-        for item, runpod_id in queued
-    ]
+    rows = [{"b_id": item.job_id, "b_runpod_id": runpod_id} for item, runpod_id in queued]
     session.execute(statement, rows)
     events = [
-        _event(item.job_id, "status", held, data={"runpod_job_id": runpod_id})
+        event_row(item.job_id, "status", _QUEUED, at=at, data={"runpod_job_id": runpod_id})
         for item, runpod_id in queued
     ]
     insert_rows(session, _EVENTS, events)
     for item, _ in queued:
         logger.info("[RUNPOD TASK] job {} pending -> queued", item.job_id)
-
-
-def _next_check(engine: JobEngine, item: Prepared, now: datetime) -> datetime:
-    by_webhook = engine.webhook_url(item.token) is not None
-    return now + timedelta(
-        seconds=engine.settings.webhook_safety_poll if by_webhook else FIRST_POLL_S
-    )
-
-
-def _event(
-    job_id: str,
-    kind: str,
-    held: dict[str, _Held],
-    *,
-    message: str | None = None,
-    data: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """A timeline row, as `add_event` writes it: the job's status after the change."""
-    return {
-        "job_id": job_id,
-        "kind": kind,
-        "status": held[job_id].status,
-        "message": message,
-        "data": data,
-        "at": utcnow(),
-    }
 
 
 def _count_outcomes(session: Session, engine: JobEngine, answers: list[Answer]) -> None:

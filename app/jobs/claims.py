@@ -23,7 +23,7 @@ from app.core.config import Settings
 from app.core.db import database_now
 from app.jobs.inputs import runpod_input
 from app.jobs.models import Job, JobEvent, Submission
-from app.jobs.service import SENDING, add_event, insert_rows
+from app.jobs.service import SENDING, add_event, event_row, insert_rows
 from app.jobs.status import JobStatus
 from app.scheduler.fair import advance_clock
 from app.scheduler.routes import Endpoint
@@ -162,14 +162,14 @@ def _record_reroutes(
             session,
             _EVENTS,
             [
-                {
-                    "job_id": job_id,
-                    "kind": "rerouted",
-                    "status": JobStatus.PENDING.value,
-                    "message": f"no endpoint of {routed_from[job_id]!r} could take it",
-                    "data": {"from": routed_from[job_id], "to": endpoint.route},
-                    "at": now,
-                }
+                event_row(
+                    job_id,
+                    "rerouted",
+                    JobStatus.PENDING.value,
+                    at=now,
+                    message=f"no endpoint of {routed_from[job_id]!r} could take it",
+                    data={"from": routed_from[job_id], "to": endpoint.route},
+                )
                 for job_id in moved
             ],
         )

@@ -141,6 +141,15 @@ class JobEngine:
         base = self.settings.webhook_base_url
         return f"{base}/webhooks/runpod/{token}" if base else None
 
+    def next_check_delay(self, polls: int) -> float:
+        """Seconds until a job RunPod holds is read there again, after `polls` reads: a safety
+        poll when its webhook will tell, else soon after submission, backing off to the
+        configured interval."""
+        settings = self.settings
+        if settings.webhook_base_url:
+            return settings.webhook_safety_poll
+        return min(settings.runpod_poll_interval, 1.0 * 1.5 ** min(polls, 20))
+
     async def aclose(self) -> None:
         """Close its clients and the database's connections (it can be used again)."""
         await self.allowance.aclose()

@@ -10,6 +10,8 @@ from typing import Any
 from loguru import logger
 from sqlalchemy import (
     JSON,
+    Row,
+    Select,
     String,
     Table,
     cast,
@@ -22,7 +24,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app.core.db import database_now, utcnow
 from app.jobs.models import Batch, Job, JobEvent, Submission
@@ -44,6 +46,27 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
+def event_row(
+    job_id: str,
+    kind: str,
+    status: str,
+    *,
+    at: datetime,
+    message: str | None = None,
+    data: Any = None,
+) -> dict[str, Any]:
+    """A timeline row, with the job's status after what it records: `add_event` adds one for
+    a job, `insert_rows` writes many at once."""
+    return {
+        "job_id": job_id,
+        "kind": kind,
+        "status": status,
+        "message": message,
+        "data": data,
+        "at": at,
+    }
+
+
 def add_event(
     session: Session,
     job: Job,
@@ -52,7 +75,8 @@ def add_event(
     message: str | None = None,
     data: Any = None,
 ) -> None:
-    session.add(JobEvent(job_id=job.id, kind=kind, status=job.status, message=message, data=data))
+    row = event_row(job.id, kind, job.status, at=utcnow(), message=message, data=data)
+    session.add(JobEvent(**row))
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,10 +142,7 @@ def record_jobs(session: Session, jobs: Sequence[NewJob]) -> list[RecordedJob]:
     insert_rows(
         session,
         _EVENTS,
-        [
-            {"job_id": job.id, "kind": "created", "status": JobStatus.PENDING.value, "at": now}
-            for job in jobs
-        ],
+        [event_row(job.id, "created", JobStatus.PENDING.value, at=now) for job in jobs],
     )
     return recorded
 
@@ -236,20 +257,28 @@ def lock_jobs(session: Session, job_ids: Iterable[str]) -> dict[str, Job]:
     """Lock the jobs' rows until the transaction ends, with one query, in id order (as every
     locking path does, so two never wait on each other); on SQLite, the whole database.
     `locked_job` then finds them without a query. Returns the jobs found, by id."""
-    ids = sorted(set(job_ids))
-    if not ids:
+    query = _locking(session, job_ids, Job)
+    if query is None:
         return {}
-    lock_sqlite_writes(session)
-    query = (
-        select(Job)
-        .where(Job.id.in_(ids))
-        .order_by(Job.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    jobs = {job.id: job for job in session.scalars(query)}
+    jobs = {job.id: job for job in session.scalars(query.execution_options(populate_existing=True))}
     _locked_ids(session).update(jobs)
     return jobs
+
+
+def lock_job_rows(
+    session: Session, job_ids: Iterable[str], *columns: InstrumentedAttribute[Any]
+) -> list[Row[Any]]:
+    """`lock_jobs` for a caller that writes with Core statements: the rows' id and `columns`."""
+    query = _locking(session, job_ids, Job.id, *columns)
+    return [] if query is None else list(session.execute(query))
+
+
+def _locking(session: Session, job_ids: Iterable[str], *entities: Any) -> Select[Any] | None:
+    ids = sorted(set(job_ids))
+    if not ids:
+        return None
+    lock_sqlite_writes(session)
+    return select(*entities).where(Job.id.in_(ids)).order_by(Job.id).with_for_update()
 
 
 def locked_job(session: Session, job_id: str) -> Job:

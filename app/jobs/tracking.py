@@ -86,13 +86,6 @@ def poll_budget(engine: JobEngine) -> int:
     return _tick_share(engine, engine.settings.runpod_status_rate_limit)
 
 
-def next_poll_delay(engine: JobEngine, job: Job) -> float:
-    """Poll soon after submission, then back off to the configured interval."""
-    if engine.settings.webhook_base_url:
-        return engine.settings.webhook_safety_poll
-    return min(engine.settings.runpod_poll_interval, 1.0 * 1.5 ** min(job.polls, 20))
-
-
 async def poll_due(engine: JobEngine) -> int:
     return await poll_jobs(engine)
 
@@ -169,7 +162,7 @@ def _apply_readings(
             )
         else:
             logger.warning("[RUNPOD TASK] polling {} failed: {}", job_id, reading)
-        release(job, next_check_at=utcnow() + timedelta(seconds=next_poll_delay(engine, job)))
+        release(job, next_check_at=utcnow() + timedelta(seconds=engine.next_check_delay(job.polls)))
 
 
 async def _read(engine: JobEngine, target: Target) -> JobState | RunPodError:
