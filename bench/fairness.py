@@ -4,12 +4,16 @@
     python -m bench.fairness --json result.json  # A submits 5,000; a few minutes
 
 The real stack on 127.0.0.1: PostgreSQL, Redis db 12, the simulator as a subprocess, the API
-under uvicorn and one worker. The endpoint can start about 40 jobs a second (MAX_IN_FLIGHT 80
-jobs of 2 s), so a burst waits in Podrelay's queue. Key A submits its jobs through the API
-(batches of 10, 16 at a time); 2 s later key B submits 20 jobs, one request each. B's wait is
-from its job's acceptance (`created_at`) to RunPod's acceptance (`submitted_at`), p50 and p99,
-measured once with QUEUE_ORDER=fair and once with QUEUE_ORDER=fifo, the order before the
-scheduler, as the baseline. The target: B's p99 <= 2 s while A's backlog drains.
+under uvicorn (the webhook receiver, as in the in-flight and failover benchmarks) and one
+worker. The endpoint can start about 40 jobs a second (MAX_IN_FLIGHT 80 jobs of 2 s), so a
+burst waits in Podrelay's queue. Webhooks tell the ledger at once when a job ends and its room
+frees; by polling, the ledger learns it at the next read (1 s, then 2.5 s after submission),
+so room frees in waves and a job that just missed one waits for the next, whatever its order.
+Key A submits its jobs through the API (batches of 10, 16 at a time); 2 s later key B submits
+20 jobs, one request each. B's wait is from its job's acceptance (`created_at`) to RunPod's
+acceptance (`submitted_at`), p50 and p99, measured once with QUEUE_ORDER=fair and once with
+QUEUE_ORDER=fifo, the order before the scheduler, as the baseline. The target: B's p99 <= 2 s
+while A's backlog drains.
 """
 
 import argparse
@@ -61,9 +65,9 @@ def run_order(order: str, a_jobs: int, folder: Path, bound_s: float) -> OrderRes
             redis_url=redis_url,
             runpod_url=f"{sim.url}/v2/bench-fairness/run",
         ) | {"queue_order": order, "max_in_flight": "80", "runpod_job_timeout": "3600"}
-        served = gateway(
-            folder, values, port=free_port(), node="fairness@bench", key_names=("a", "b")
-        )
+        port = free_port()
+        values["public_base_url"] = f"http://127.0.0.1:{port}"
+        served = gateway(folder, values, port=port, node="fairness@bench", key_names=("a", "b"))
         with served as podrelay:
             print(
                 f"[fairness] {order}: A submits {a_jobs}, B {B_JOBS} after {B_AFTER_S:g} s",
