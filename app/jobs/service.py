@@ -1,6 +1,5 @@
 """Ledger operations on jobs. Functions flush, never commit: the caller owns the transaction."""
 
-import json
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
@@ -8,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from loguru import logger
+from pydantic_core import to_json
 from sqlalchemy import (
     JSON,
     Row,
@@ -161,7 +161,8 @@ def insert_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> N
         session.execute(insert(table), rows)
         return
     names = list(rows[0])
-    document = json.dumps(rows, ensure_ascii=False, default=datetime.isoformat)
+    # pydantic-core's encoder: the standard library's cost 4% of a submission's CPU.
+    document = to_json(rows).decode()
     records = (
         func.json_to_recordset(cast(literal(document, String), JSON))
         .table_valued(*(column(name, table.c[name].type) for name in names))
