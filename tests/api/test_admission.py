@@ -7,13 +7,15 @@ from sqlalchemy import func, select
 
 from app.core.db import utcnow
 from app.jobs.models import Job
+from app.scheduler.capacity import service_rate
 from app.scheduler.models import EndpointState
 from tests.stack.http_api import API, assert_problem, key_headers
 from tests.stack.inprocess_api import ApiFactory
 
-# The route starts one job every 10 s, each runs 10 s: a job with 60 s to live can start only
-# if at most 5 jobs (the 50 s left after its run) are ahead of it.
-RATE_PER_S, RUNTIME_MS, TIMEOUT_S = 0.1, 10_000, 60
+# One job at a time at the endpoint, each running 10 s: the route starts one job every 10 s, so
+# a job with 60 s to live can start only if at most 5 jobs (the 50 s left after its run) are
+# ahead of it.
+RUNTIME_MS, TIMEOUT_S = 10_000, 60
 SMALL = {"width": 256, "height": 256, "timeout": TIMEOUT_S}
 
 
@@ -22,20 +24,19 @@ async def test_a_request_the_backlog_cannot_start_in_time_gets_queue_full(
 ) -> None:
     async with api_factory(ENVIRONMENT="production", **ledger_env) as api:
         endpoint = api.engine.endpoint
+        state = EndpointState(
+            endpoint=endpoint.id,
+            route=endpoint.route,
+            checked_at=utcnow(),
+            workers={},
+            jobs={},
+            max_in_flight=1,
+            queue_delay_p50_ms=0,
+            execution_p50_ms=RUNTIME_MS,
+        )
+        state.service_rate = service_rate(api.engine.settings, state)
         with api.engine.db.session() as session:
-            session.add(
-                EndpointState(
-                    endpoint=endpoint.id,
-                    route=endpoint.route,
-                    checked_at=utcnow(),
-                    workers={},
-                    jobs={},
-                    max_in_flight=1,
-                    service_rate=RATE_PER_S,
-                    queue_delay_p50_ms=0,
-                    execution_p50_ms=RUNTIME_MS,
-                )
-            )
+            session.add(state)
         flood, other = key_headers(api, "flood"), key_headers(api, "other")
         batch = f"{API}/generate/batch"
 
